@@ -1,0 +1,1 @@
+//! nakcast: brokerless, low-latency UDP multicast messaging with NACK-based loss recovery.
