@@ -1,0 +1,117 @@
+//! Publisher configuration and its defaults.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::wire::{self, DataFrameWriter};
+
+/// Publisher settings. Defaults are safe on a LAN; docs/PROTOCOL.md explains each.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PublisherConfig {
+    /// Stream id: independent sequence spaces on one group and port.
+    pub stream: u32,
+    /// Largest datagram (frame) to send, in bytes. 1472 fits an Ethernet MTU of 1500 after
+    /// the IPv4 and UDP headers.
+    pub mtu: usize,
+    /// Largest message `offer` accepts; longer messages are refused, shorter ones that do
+    /// not fit a frame are fragmented.
+    pub max_message_size: usize,
+    /// How long a partly filled frame may wait for more messages. Zero (default) sends at
+    /// the next `poll_transmit`: messages offered between two polls still share a frame.
+    pub linger: Duration,
+    /// Bytes of the retransmit ring.
+    pub ring_bytes: usize,
+    /// Most frames the ring retains.
+    pub ring_frames: usize,
+    /// Most sequence numbers (message fragments) the ring retains.
+    pub ring_messages: u64,
+    /// Sequence number of the first message of a session.
+    pub initial_seq: u64,
+    /// Retransmit bandwidth cap in bytes per second (repairs and UNAVAILABLE notices).
+    pub retransmit_rate: u64,
+    /// Retransmit burst allowance in bytes.
+    pub retransmit_burst: u64,
+    /// After repairing a frame, NAKs for it are ignored for this long, so that one loss
+    /// seen by many receivers costs one repair.
+    pub repair_linger: Duration,
+    /// Most repairs queued at once; NAKs beyond it are dropped (receivers retry).
+    pub max_queued_repairs: usize,
+    /// Most ring frames one NAK may make the publisher examine (bounds NAK work).
+    pub max_frames_examined_per_nak: usize,
+    /// First heartbeat after the last data.
+    pub heartbeat_min: Duration,
+    /// Longest gap between heartbeats, idle or not.
+    pub heartbeat_max: Duration,
+    /// Optional cap on new-data payload bytes per second; `offer` reports back-pressure
+    /// beyond it.
+    pub send_rate: Option<u64>,
+    /// Burst allowance of `send_rate`, in bytes.
+    pub send_burst: u64,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        Self {
+            stream: 0,
+            mtu: 1472,
+            max_message_size: 1 << 20,
+            linger: Duration::ZERO,
+            ring_bytes: 16 << 20,
+            ring_frames: 1 << 16,
+            ring_messages: 1 << 22,
+            initial_seq: 0,
+            retransmit_rate: 64 << 20,
+            retransmit_burst: 256 << 10,
+            repair_linger: Duration::from_micros(200),
+            max_queued_repairs: 1024,
+            max_frames_examined_per_nak: 1024,
+            heartbeat_min: Duration::from_millis(1),
+            heartbeat_max: Duration::from_millis(100),
+            send_rate: None,
+            send_burst: 1 << 20,
+        }
+    }
+}
+
+impl PublisherConfig {
+    /// Clamp every setting into the range the state machine relies on.
+    pub fn sanitized(mut self) -> Self {
+        let min_mtu = DataFrameWriter::EMPTY_LEN + wire::FRAGMENT_HEADER_LEN + 1;
+        self.mtu = self.mtu.clamp(min_mtu, wire::MAX_FRAME_LEN);
+        self.ring_bytes = self.ring_bytes.max(8 * self.mtu);
+        self.ring_frames = self.ring_frames.max(8);
+        self.ring_messages = self.ring_messages.max(8);
+        self.max_queued_repairs = self.max_queued_repairs.max(1);
+        self.max_frames_examined_per_nak = self.max_frames_examined_per_nak.max(1);
+        self.heartbeat_min = self.heartbeat_min.max(Duration::from_micros(1));
+        self.heartbeat_max = self.heartbeat_max.max(self.heartbeat_min);
+        // A message must fit in the unsent allowance, or it could never be offered.
+        let room = self.mtu - DataFrameWriter::EMPTY_LEN - wire::FRAGMENT_HEADER_LEN;
+        let allowance_frames = (self.max_unsent_frames().saturating_sub(1) as u64)
+            .min(self.max_unsent_seqs()) as usize;
+        let allowance_bytes = self.max_unsent_bytes() / self.mtu * room;
+        self.max_message_size = self
+            .max_message_size
+            .min(allowance_frames * room)
+            .min(allowance_bytes);
+        self
+    }
+
+    /// Bytes of offered-but-unsent frames allowed before `offer` pushes back. Half the ring,
+    /// so unsent frames are never evicted.
+    pub fn max_unsent_bytes(&self) -> usize {
+        self.ring_bytes / 2 - self.mtu
+    }
+
+    /// Unsent frames allowed before `offer` pushes back.
+    pub fn max_unsent_frames(&self) -> usize {
+        self.ring_frames / 2
+    }
+
+    /// Unsent sequence numbers (fragments) allowed before `offer` pushes back.
+    pub fn max_unsent_seqs(&self) -> u64 {
+        self.ring_messages / 2
+    }
+}

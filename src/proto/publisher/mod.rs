@@ -1,0 +1,567 @@
+//! The publisher state machine: offer, batching and fragmentation, the retransmit ring, NAK
+//! service, heartbeats, pacing and close.
+//!
+//! # Call order (the sans-IO contract)
+//! 1. [`Publisher::offer`] as the application produces messages.
+//! 2. [`Publisher::handle_datagram`] for every datagram arriving on the publisher's socket
+//!    (NAKs from receivers).
+//! 3. [`Publisher::poll_transmit`] until it returns `None`, sending each frame to its
+//!    [`Destination`].
+//! 4. Sleep or spin until [`Publisher::poll_timeout`], then go to 2 (calling
+//!    `poll_transmit` again is all a timeout needs: timers are evaluated against `now`).
+
+mod config;
+
+pub use config::PublisherConfig;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::proto::pacing::TokenBucket;
+use crate::proto::ring::RetransmitRing;
+use crate::proto::transmit::{Destination, Transmit};
+use crate::proto::wire::{self, DataFrameWriter, FRAG_BEGIN, FRAG_END, Frame, FrameType, SeqRange};
+
+/// Why [`Publisher::offer`] refused a message. Nothing was queued; the caller may retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OfferError {
+    /// Back-pressure: frames not yet handed to the transport fill their allowance. Drive
+    /// `poll_transmit` (send what is queued) and retry.
+    BackPressure,
+    /// Back-pressure: the configured send rate is exhausted until the given instant.
+    RateLimited(Instant),
+    /// The message exceeds [`PublisherConfig::max_message_size`].
+    MessageTooLarge,
+    /// The publisher was closed.
+    Closed,
+}
+
+impl fmt::Display for OfferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BackPressure => f.write_str("back-pressure: unsent frames fill the ring"),
+            Self::RateLimited(_) => f.write_str("back-pressure: send rate limit reached"),
+            Self::MessageTooLarge => f.write_str("message larger than max_message_size"),
+            Self::Closed => f.write_str("publisher is closed"),
+        }
+    }
+}
+
+impl std::error::Error for OfferError {}
+
+/// Publisher counters. Monotonic; read them with [`Publisher::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// Messages accepted by `offer`.
+    pub messages: u64,
+    /// Payload bytes accepted by `offer`.
+    pub message_bytes: u64,
+    /// Offers refused with back-pressure or rate limiting.
+    pub back_pressure: u64,
+    /// Original DATA frames sent.
+    pub data_frames: u64,
+    /// Bytes of original DATA frames sent.
+    pub data_bytes: u64,
+    /// NAK frames received for this session.
+    pub naks_received: u64,
+    /// Ranges in those NAKs.
+    pub nak_ranges: u64,
+    /// DATA frames re-sent as repairs.
+    pub retransmits: u64,
+    /// Bytes re-sent as repairs.
+    pub retransmit_bytes: u64,
+    /// Repairs not queued because the same frame was repaired within the linger.
+    pub repairs_suppressed: u64,
+    /// Repairs not queued because the repair queue was full.
+    pub repairs_dropped: u64,
+    /// UNAVAILABLE frames sent.
+    pub unavailable_sent: u64,
+    /// HEARTBEAT frames sent.
+    pub heartbeats: u64,
+    /// CLOSE frames sent.
+    pub closes: u64,
+    /// Datagrams that failed to decode (CRC, version, layout).
+    pub decode_errors: u64,
+    /// Valid frames not addressed to this publisher (other session/stream, or not a NAK).
+    pub ignored_frames: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct OpenFrame {
+    writer: DataFrameWriter,
+    first_seq: u64,
+    opened_at: Instant,
+}
+
+/// Idle heartbeat schedule: first soon after data, then doubling up to a maximum.
+#[derive(Clone, Copy, Debug)]
+struct HeartbeatTimer {
+    last_sent: Instant,
+    last_data: Instant,
+    data_since: bool,
+    interval: Duration,
+}
+
+/// The sans-IO publisher for one stream of one session.
+#[derive(Debug)]
+pub struct Publisher {
+    cfg: PublisherConfig,
+    session: u64,
+    ring: RetransmitRing,
+    open: Option<OpenFrame>,
+    /// Next sequence number `offer` assigns.
+    next_seq: u64,
+    /// First sequence number of the oldest committed frame not yet transmitted.
+    unsent_seq: u64,
+    unsent_bytes: usize,
+    unsent_frames: usize,
+    repairs: VecDeque<u64>,
+    repair_bucket: TokenBucket,
+    send_bucket: Option<TokenBucket>,
+    pending_unavailable: Option<SeqRange>,
+    last_unavailable: Option<(SeqRange, Instant)>,
+    heartbeat: HeartbeatTimer,
+    closing: bool,
+    /// The latest `now` seen by any entry point (for deadlines computed without one).
+    now: Instant,
+    stats: PublisherStats,
+}
+
+impl Publisher {
+    /// A publisher for `cfg.stream` with the given random `session` id, starting at `now`.
+    ///
+    /// The session id must be chosen at random by the caller (the transport does), so that
+    /// a restarted publisher is recognised as a new session.
+    pub fn new(cfg: PublisherConfig, session: u64, now: Instant) -> Self {
+        let cfg = cfg.sanitized();
+        let ring = RetransmitRing::new(
+            cfg.ring_bytes,
+            cfg.ring_frames,
+            cfg.ring_messages,
+            cfg.initial_seq,
+        );
+        let repair_bucket = TokenBucket::new(cfg.retransmit_rate, cfg.retransmit_burst, now);
+        let send_bucket = cfg
+            .send_rate
+            .map(|r| TokenBucket::new(r, cfg.send_burst, now));
+        Self {
+            session,
+            ring,
+            open: None,
+            next_seq: cfg.initial_seq,
+            unsent_seq: cfg.initial_seq,
+            unsent_bytes: 0,
+            unsent_frames: 0,
+            repairs: VecDeque::with_capacity(cfg.max_queued_repairs),
+            repair_bucket,
+            send_bucket,
+            pending_unavailable: None,
+            last_unavailable: None,
+            heartbeat: HeartbeatTimer {
+                last_sent: now,
+                last_data: now,
+                data_since: false,
+                interval: cfg.heartbeat_min,
+            },
+            closing: false,
+            now,
+            stats: PublisherStats::default(),
+            cfg,
+        }
+    }
+
+    /// The session id.
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// The stream id.
+    pub fn stream(&self) -> u32 {
+        self.cfg.stream
+    }
+
+    /// The configuration in effect (after sanitizing).
+    pub fn config(&self) -> &PublisherConfig {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &PublisherStats {
+        &self.stats
+    }
+
+    /// The next sequence number `offer` will assign.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Oldest sequence number still repairable.
+    pub fn oldest_retained(&self) -> u64 {
+        self.ring.oldest_seq()
+    }
+
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        self.closing
+    }
+
+    /// Whether every offered message has been handed to the transport.
+    pub fn is_flushed(&self) -> bool {
+        self.open.is_none() && self.unsent_frames == 0
+    }
+
+    /// Largest fragment payload per frame.
+    fn fragment_room(&self) -> usize {
+        self.cfg.mtu - DataFrameWriter::EMPTY_LEN - wire::FRAGMENT_HEADER_LEN
+    }
+
+    /// Queue `msg` for sending; returns its sequence number (that of its first fragment).
+    ///
+    /// Small messages share a frame with those offered before the next `poll_transmit`
+    /// (and, with a linger, within the linger); larger ones are fragmented. Never blocks and
+    /// never buffers without bound: when the unsent allowance or the send rate is exhausted
+    /// it returns back-pressure and queues nothing.
+    pub fn offer(&mut self, now: Instant, msg: &[u8]) -> Result<u64, OfferError> {
+        self.now = now;
+        if self.closing {
+            return Err(OfferError::Closed);
+        }
+        if msg.len() > self.cfg.max_message_size {
+            return Err(OfferError::MessageTooLarge);
+        }
+        let room = self.fragment_room();
+        let frames = msg.len().div_ceil(room).max(1);
+        let bytes = msg.len() + frames * (wire::FRAGMENT_HEADER_LEN + DataFrameWriter::EMPTY_LEN);
+        if self.unsent_bytes + bytes > self.cfg.max_unsent_bytes()
+            || self.unsent_frames + frames + 1 > self.cfg.max_unsent_frames()
+            || self.next_seq - self.unsent_seq + frames as u64 > self.cfg.max_unsent_seqs()
+        {
+            self.stats.back_pressure += 1;
+            return Err(OfferError::BackPressure);
+        }
+        if let Some(bucket) = &mut self.send_bucket {
+            if !bucket.try_take(now, msg.len()) {
+                self.stats.back_pressure += 1;
+                return Err(OfferError::RateLimited(bucket.ready_at(now, msg.len())));
+            }
+        }
+        let seq = self.next_seq;
+        let mut rest = msg;
+        let mut flags = FRAG_BEGIN;
+        loop {
+            let open = self.open_frame(now);
+            let mut writer = open.writer;
+            let space = writer.room(self.cfg.mtu);
+            // Start a fresh frame rather than split a message that would fit in one.
+            if space < rest.len().min(room) && !writer.is_empty() {
+                self.seal();
+                continue;
+            }
+            let take = rest.len().min(space);
+            let last = take == rest.len();
+            let frag_flags = if last { flags | FRAG_END } else { flags };
+            let buf = self.ring.reserved_mut();
+            writer
+                .push(buf, frag_flags, &rest[..take])
+                .expect("fragment sized to the room left in the frame");
+            self.open.as_mut().expect("frame is open").writer = writer;
+            self.next_seq += 1;
+            rest = &rest[take..];
+            flags = 0;
+            if last {
+                break;
+            }
+            self.seal();
+        }
+        if self.open.is_some_and(|o| o.writer.room(self.cfg.mtu) == 0) {
+            self.seal();
+        }
+        self.stats.messages += 1;
+        self.stats.message_bytes += msg.len() as u64;
+        Ok(seq)
+    }
+
+    /// The open frame, opening one at the ring's head if none is.
+    fn open_frame(&mut self, now: Instant) -> OpenFrame {
+        if let Some(open) = self.open {
+            return open;
+        }
+        let buf = self.ring.reserve(self.cfg.mtu);
+        let writer = DataFrameWriter::begin(buf, self.cfg.stream, self.session, self.next_seq)
+            .expect("mtu holds an empty frame");
+        let open = OpenFrame {
+            writer,
+            first_seq: self.next_seq,
+            opened_at: now,
+        };
+        self.open = Some(open);
+        open
+    }
+
+    /// Close the open frame: finish its encoding and commit it to the ring, unsent.
+    fn seal(&mut self) {
+        let Some(open) = self.open.take() else { return };
+        let len = open.writer.finish(self.ring.reserved_mut());
+        self.ring.commit(open.first_seq, self.next_seq, len);
+        self.unsent_bytes += len;
+        self.unsent_frames += 1;
+    }
+
+    /// Seal the open frame now, whatever the linger.
+    pub fn flush(&mut self) {
+        self.seal();
+    }
+
+    /// Close the session: pending data is still sent, then CLOSE frames replace heartbeats
+    /// (repeated on the heartbeat schedule for as long as the publisher is driven, so that
+    /// receivers learn the final sequence even under heavy loss). NAKs are still served.
+    pub fn close(&mut self, now: Instant) {
+        if self.closing {
+            return;
+        }
+        self.seal();
+        self.closing = true;
+        // Send the first CLOSE right after the remaining data.
+        self.heartbeat.data_since = false;
+        self.heartbeat.interval = Duration::ZERO;
+        self.heartbeat.last_sent = now;
+    }
+
+    /// Process one datagram received on the publisher's socket.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let _ = from;
+        self.now = now;
+        let list = match Frame::parse(bytes) {
+            Ok(Frame::Nak(list)) => list,
+            Ok(_) => {
+                self.stats.ignored_frames += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.decode_errors += 1;
+                return;
+            }
+        };
+        if list.header.session != self.session || list.header.stream != self.cfg.stream {
+            self.stats.ignored_frames += 1;
+            return;
+        }
+        self.stats.naks_received += 1;
+        self.stats.nak_ranges += list.len() as u64;
+        let sent_end = self.unsent_seq;
+        // Bound the work one NAK can cause, however wide its ranges.
+        let mut budget = self.cfg.max_frames_examined_per_nak;
+        for range in list.iter() {
+            let oldest = self.ring.oldest_seq();
+            if range.start < oldest {
+                // Everything from the requested start up to the oldest retained is gone.
+                let gone = SeqRange::new(range.start, oldest);
+                self.pending_unavailable = Some(match self.pending_unavailable {
+                    Some(p) => SeqRange::new(p.start.min(gone.start), p.end.max(gone.end)),
+                    None => gone,
+                });
+            }
+            let mut seq = range.start.max(oldest);
+            let end = range.end.min(sent_end);
+            while seq < end && budget > 0 {
+                let Some(i) = self.ring.find(seq) else { break };
+                budget -= 1;
+                let entry = self.ring.entry_mut(i);
+                seq = entry.end_seq;
+                if entry.repair_queued {
+                    continue;
+                }
+                if entry
+                    .last_repair
+                    .is_some_and(|t| now < t + self.cfg.repair_linger)
+                {
+                    self.stats.repairs_suppressed += 1;
+                    continue;
+                }
+                if self.repairs.len() >= self.cfg.max_queued_repairs {
+                    self.stats.repairs_dropped += 1;
+                    budget = 0;
+                    break;
+                }
+                entry.repair_queued = true;
+                self.repairs.push_back(entry.first_seq);
+            }
+        }
+    }
+
+    /// Produce the next frame to send into `buf` (at least `mtu` bytes), or `None` when
+    /// nothing is due at `now`.
+    ///
+    /// Order: UNAVAILABLE notices, repairs (within the retransmit bandwidth cap), new data,
+    /// then heartbeat or CLOSE.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.now = now;
+        if let Some(t) = self.transmit_unavailable(now, buf) {
+            return Some(t);
+        }
+        if let Some(t) = self.transmit_repair(now, buf) {
+            return Some(t);
+        }
+        if self
+            .open
+            .is_some_and(|o| now.saturating_duration_since(o.opened_at) >= self.cfg.linger)
+        {
+            self.seal();
+        }
+        if let Some(t) = self.transmit_data(now, buf) {
+            return Some(t);
+        }
+        self.transmit_heartbeat(now, buf)
+    }
+
+    fn transmit_unavailable(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let range = self.pending_unavailable.take()?;
+        if let Some((last, at)) = self.last_unavailable {
+            let covered = last.start <= range.start && range.end <= last.end;
+            if covered && now < at + self.cfg.repair_linger {
+                return None;
+            }
+        }
+        let len = wire::emit_ranges(
+            buf,
+            FrameType::Unavailable,
+            self.cfg.stream,
+            self.session,
+            &[range],
+        )
+        .ok()?;
+        if !self.repair_bucket.try_take(now, len) {
+            self.pending_unavailable = Some(range);
+            return None;
+        }
+        self.last_unavailable = Some((range, now));
+        self.stats.unavailable_sent += 1;
+        Some(Transmit {
+            destination: Destination::Group,
+            len,
+        })
+    }
+
+    fn transmit_repair(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some(&seq) = self.repairs.front() {
+            let Some(i) = self.ring.find(seq) else {
+                // Evicted while queued: a later NAK will be answered with UNAVAILABLE.
+                self.repairs.pop_front();
+                continue;
+            };
+            let frame_len = self.ring.frame(i).len();
+            if !self.repair_bucket.try_take(now, frame_len) {
+                return None;
+            }
+            self.repairs.pop_front();
+            buf[..frame_len].copy_from_slice(self.ring.frame(i));
+            wire::set_retransmit(&mut buf[..frame_len]);
+            let entry = self.ring.entry_mut(i);
+            entry.repair_queued = false;
+            entry.last_repair = Some(now);
+            self.stats.retransmits += 1;
+            self.stats.retransmit_bytes += frame_len as u64;
+            return Some(Transmit {
+                destination: Destination::Group,
+                len: frame_len,
+            });
+        }
+        None
+    }
+
+    fn transmit_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if self.unsent_frames == 0 {
+            return None;
+        }
+        let i = self
+            .ring
+            .find(self.unsent_seq)
+            .expect("unsent frames are never evicted");
+        let frame = self.ring.frame(i);
+        let len = frame.len();
+        buf[..len].copy_from_slice(frame);
+        self.unsent_seq = self.ring.entry(i).end_seq;
+        self.unsent_frames -= 1;
+        self.unsent_bytes -= len;
+        self.stats.data_frames += 1;
+        self.stats.data_bytes += len as u64;
+        let hb = &mut self.heartbeat;
+        hb.last_data = now;
+        hb.data_since = true;
+        Some(Transmit {
+            destination: Destination::Group,
+            len,
+        })
+    }
+
+    fn heartbeat_due(&self) -> Instant {
+        let hb = &self.heartbeat;
+        if hb.data_since {
+            (hb.last_data + self.cfg.heartbeat_min).min(hb.last_sent + self.cfg.heartbeat_max)
+        } else {
+            hb.last_sent + hb.interval
+        }
+    }
+
+    fn transmit_heartbeat(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if now < self.heartbeat_due() || self.open.is_some() {
+            return None;
+        }
+        let frame_type = if self.closing {
+            FrameType::Close
+        } else {
+            FrameType::Heartbeat
+        };
+        let len = wire::emit_control(
+            buf,
+            frame_type,
+            self.cfg.stream,
+            self.session,
+            self.next_seq,
+            self.ring.oldest_seq().min(self.next_seq),
+        )
+        .ok()?;
+        let hb = &mut self.heartbeat;
+        if hb.data_since || hb.interval.is_zero() {
+            hb.interval = self.cfg.heartbeat_min;
+        } else {
+            hb.interval = (hb.interval * 2).min(self.cfg.heartbeat_max);
+        }
+        hb.data_since = false;
+        hb.last_sent = now;
+        if self.closing {
+            self.stats.closes += 1;
+        } else {
+            self.stats.heartbeats += 1;
+        }
+        Some(Transmit {
+            destination: Destination::Group,
+            len,
+        })
+    }
+
+    /// The next instant at which `poll_transmit` may have something to send (if nothing is
+    /// sendable now). Callers should call `poll_transmit` at or after it.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut t = self.heartbeat_due();
+        if let Some(open) = &self.open {
+            t = t.min(open.opened_at + self.cfg.linger);
+        }
+        if self.unsent_frames > 0 {
+            t = t.min(self.now);
+        }
+        if let Some(&seq) = self.repairs.front() {
+            let len = self.ring.find(seq).map_or(0, |i| self.ring.frame(i).len());
+            t = t.min(self.repair_bucket.ready_at(self.now, len));
+        }
+        if self.pending_unavailable.is_some() {
+            t = t.min(self.repair_bucket.ready_at(self.now, wire::HEADER_LEN + 24));
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests;

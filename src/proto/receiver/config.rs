@@ -1,0 +1,90 @@
+//! Receiver configuration and its defaults.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a receiver starts delivering a publisher it has not seen before.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinPolicy {
+    /// At the first original DATA frame or heartbeat seen: nothing older is requested.
+    #[default]
+    FirstSeen,
+    /// At the oldest sequence the publisher still retains, as its heartbeats announce:
+    /// the retained backlog is recovered, then live data follows. Data arriving before the
+    /// first heartbeat is left to be repaired.
+    FromOldest,
+}
+
+/// Receiver settings. Defaults are safe on a LAN; docs/PROTOCOL.md explains each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReceiverConfig {
+    /// Only accept this stream id; `None` accepts every stream.
+    pub stream: Option<u32>,
+    /// Where to start delivering a new publisher.
+    pub join: JoinPolicy,
+    /// Most publishers (source address, stream) tracked at once; frames from further ones
+    /// are counted and dropped.
+    pub max_sources: usize,
+    /// Out-of-order fragments buffered per source (rounded up to a power of two, at most
+    /// 65536). Also the span of sequence numbers a NAK may ask for ahead of delivery.
+    pub reorder_window: usize,
+    /// Bytes of out-of-order payload buffered per source.
+    pub reorder_bytes: usize,
+    /// Largest reassembled message; longer ones are discarded and counted.
+    pub max_message_size: usize,
+    /// Round-trip time assumed until one is measured (NAK to repair).
+    pub initial_rtt: Duration,
+    /// Upper bound of the random delay before the first NAK of a gap. Spreads the NAKs
+    /// of many receivers missing the same data so that the first repair suppresses most.
+    pub nak_backoff: Duration,
+    /// Expected number of receivers: shapes the random backoff (truncated exponential,
+    /// RFC 5401 style) so that few fire early in a large group.
+    pub group_size_hint: u32,
+    /// Smallest interval between NAKs for the same gap.
+    pub nak_retry_min: Duration,
+    /// Largest interval between NAKs for the same gap.
+    pub nak_retry_max: Duration,
+    /// NAKs sent for one gap before it is reported lost.
+    pub max_nak_tries: u32,
+    /// Time from a gap's first NAK after which it is reported lost regardless.
+    pub loss_deadline: Duration,
+    /// A publisher silent for this long is reported inactive and its gaps lost.
+    pub inactivity_timeout: Duration,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        Self {
+            stream: None,
+            join: JoinPolicy::FirstSeen,
+            max_sources: 64,
+            reorder_window: 16384,
+            reorder_bytes: 16 << 20,
+            max_message_size: 1 << 20,
+            initial_rtt: Duration::from_micros(100),
+            nak_backoff: Duration::from_micros(50),
+            group_size_hint: 8,
+            nak_retry_min: Duration::from_micros(250),
+            nak_retry_max: Duration::from_millis(50),
+            max_nak_tries: 20,
+            loss_deadline: Duration::from_secs(2),
+            inactivity_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ReceiverConfig {
+    /// Clamp every setting into the range the state machine relies on.
+    pub fn sanitized(mut self) -> Self {
+        self.max_sources = self.max_sources.clamp(1, 1 << 16);
+        self.reorder_window = self.reorder_window.clamp(16, 1 << 16).next_power_of_two();
+        self.group_size_hint = self.group_size_hint.max(1);
+        self.max_nak_tries = self.max_nak_tries.max(1);
+        self.nak_retry_max = self.nak_retry_max.max(self.nak_retry_min);
+        self.inactivity_timeout = self.inactivity_timeout.max(Duration::from_millis(1));
+        self
+    }
+}

@@ -1,0 +1,395 @@
+//! The receiver state machine: per-publisher streams, gap detection, NAKs with randomized
+//! backoff, loss reporting, reordering and reassembly.
+//!
+//! # Call order (the sans-IO contract)
+//! 1. [`Receiver::handle_datagram`] for every datagram received on the group (and on the
+//!    unicast port): messages and other [`Event`]s are handed to the callback at once, in
+//!    sequence order per publisher, with payloads borrowed from the datagram or the reorder
+//!    window (no copy on the in-order path).
+//! 2. [`Receiver::poll_transmit`] until `None`, sending each NAK to its destination (the
+//!    publisher's source address).
+//! 3. At [`Receiver::poll_timeout`], call [`Receiver::handle_timeout`], then 2 again.
+
+mod config;
+mod gaps;
+mod source;
+mod window;
+
+pub use config::{JoinPolicy, ReceiverConfig};
+pub use gaps::{Gap, GapList};
+pub use window::ReorderWindow;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+use crate::proto::transmit::{Destination, Transmit};
+use crate::proto::wire::{self, DecodeError, Frame, FrameType, MAX_RANGES, SeqRange};
+use source::{Ctx, Phase, Source};
+
+/// Identifies a publisher as the receiver sees it: its source address and stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SourceId {
+    /// The publisher's data socket address (where NAKs go).
+    pub addr: SocketAddr,
+    /// The stream id.
+    pub stream: u32,
+}
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.stream)
+    }
+}
+
+/// Why a range of sequence numbers was reported lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LossReason {
+    /// The publisher no longer retains the data (UNAVAILABLE, or below the oldest retained
+    /// sequence its heartbeats announce).
+    Unavailable,
+    /// NAK tries or the loss deadline ran out.
+    Timeout,
+    /// The publisher went silent past the inactivity timeout.
+    PublisherInactive,
+    /// The publisher restarted (new session from the same source) before repairing.
+    PublisherRestarted,
+}
+
+/// What a receiver reports, in order per publisher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A new publisher (or a restarted one's new session): delivery starts at `start_seq`.
+    Joined {
+        /// The publisher.
+        source: SourceId,
+        /// Its session.
+        session: u64,
+        /// First sequence number that will be delivered or reported lost.
+        start_seq: u64,
+    },
+    /// A complete message.
+    Message {
+        /// The publisher.
+        source: SourceId,
+        /// Its session.
+        session: u64,
+        /// Sequence number of the message's first fragment.
+        seq: u64,
+        /// The message bytes, valid during the callback.
+        payload: &'a [u8],
+    },
+    /// Sequence numbers that will never be delivered. Any message with a fragment in the
+    /// range is not delivered.
+    Loss {
+        /// The publisher.
+        source: SourceId,
+        /// Its session.
+        session: u64,
+        /// The lost sequence numbers.
+        range: SeqRange,
+        /// Why.
+        reason: LossReason,
+    },
+    /// The same source started a new session; the old one's losses were reported first.
+    Restarted {
+        /// The publisher.
+        source: SourceId,
+        /// The session that ended.
+        old_session: u64,
+        /// The session that replaces it.
+        new_session: u64,
+    },
+    /// The publisher closed cleanly and everything up to its final sequence was delivered
+    /// or reported lost.
+    Closed {
+        /// The publisher.
+        source: SourceId,
+        /// Its session.
+        session: u64,
+    },
+    /// The publisher went silent past the inactivity timeout; its open gaps were reported
+    /// lost and it is no longer tracked.
+    Inactive {
+        /// The publisher.
+        source: SourceId,
+        /// Its session.
+        session: u64,
+    },
+}
+
+/// Receiver counters. Monotonic; read them with [`Receiver::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiverStats {
+    /// Datagrams handed to `handle_datagram`.
+    pub datagrams: u64,
+    /// Datagrams whose CRC did not match.
+    pub crc_errors: u64,
+    /// Datagrams malformed in any other way.
+    pub decode_errors: u64,
+    /// Frames for a stream this receiver does not accept.
+    pub foreign_stream: u64,
+    /// Valid frames a receiver does not act on (NAKs, UNAVAILABLE for unknown sources).
+    pub ignored_frames: u64,
+    /// Frames from new sources refused because `max_sources` were tracked.
+    pub sources_rejected: u64,
+    /// Frames of a session that its source already replaced.
+    pub stale_session: u64,
+    /// Fragments delivered in order (to messages or discarded with a loss).
+    pub fragments: u64,
+    /// Messages delivered.
+    pub messages: u64,
+    /// Bytes of messages delivered.
+    pub message_bytes: u64,
+    /// Fragments received more than once (or after their sequence was passed).
+    pub duplicates: u64,
+    /// Fragments that could not be held (beyond the reorder window or its byte budget).
+    pub out_of_window: u64,
+    /// Gaps detected.
+    pub gaps: u64,
+    /// NAK frames sent.
+    pub naks_sent: u64,
+    /// Ranges in those NAKs.
+    pub nak_ranges: u64,
+    /// Missing fragments that arrived after being NAKed.
+    pub recovered: u64,
+    /// Missing fragments that arrived before their NAK was sent (reordering).
+    pub reordered: u64,
+    /// Sequence numbers reported lost.
+    pub lost_fragments: u64,
+    /// `Loss` events.
+    pub loss_events: u64,
+    /// Fragments of messages that could not be completed because of a loss.
+    pub discarded_fragments: u64,
+    /// Messages longer than `max_message_size`, discarded.
+    pub oversized_messages: u64,
+    /// Fragments dropped before joining their publisher.
+    pub dropped_before_join: u64,
+    /// Publishers joined.
+    pub joins: u64,
+    /// Publisher restarts seen.
+    pub restarts: u64,
+    /// Publishers closed.
+    pub closes: u64,
+    /// Publishers timed out.
+    pub inactive: u64,
+}
+
+/// The sans-IO receiver: tracks every publisher heard on its group.
+#[derive(Debug)]
+pub struct Receiver {
+    cfg: ReceiverConfig,
+    rng: SmallRng,
+    sources: Vec<Source>,
+    next_nak: usize,
+    stats: ReceiverStats,
+}
+
+impl Receiver {
+    /// A receiver with `cfg`; `seed` drives its NAK backoff randomization (pass a random
+    /// seed in production, a fixed one in tests).
+    pub fn new(cfg: ReceiverConfig, seed: u64) -> Self {
+        let cfg = cfg.sanitized();
+        Self {
+            rng: SmallRng::seed_from_u64(seed),
+            sources: Vec::with_capacity(cfg.max_sources),
+            next_nak: 0,
+            stats: ReceiverStats::default(),
+            cfg,
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ReceiverStats {
+        &self.stats
+    }
+
+    /// The configuration in effect (after sanitizing).
+    pub fn config(&self) -> &ReceiverConfig {
+        &self.cfg
+    }
+
+    /// Number of publishers tracked (including closed ones kept as tombstones).
+    pub fn source_count(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Process one datagram from `from`, reporting events to `on_event`.
+    pub fn handle_datagram<F: FnMut(Event<'_>)>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        on_event: &mut F,
+    ) {
+        self.stats.datagrams += 1;
+        let frame = match Frame::parse(bytes) {
+            Ok(f) => f,
+            Err(DecodeError::BadCrc) => {
+                self.stats.crc_errors += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.decode_errors += 1;
+                return;
+            }
+        };
+        let header = frame.header();
+        if self.cfg.stream.is_some_and(|s| s != header.stream) {
+            self.stats.foreign_stream += 1;
+            return;
+        }
+        if header.frame_type == FrameType::Nak {
+            self.stats.ignored_frames += 1;
+            return;
+        }
+        let id = SourceId {
+            addr: from,
+            stream: header.stream,
+        };
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            rng: &mut self.rng,
+            stats: &mut self.stats,
+        };
+        let i = match self.sources.iter().position(|s| s.id == id) {
+            Some(i) => i,
+            None if header.frame_type == FrameType::Unavailable => {
+                ctx.stats.ignored_frames += 1;
+                return;
+            }
+            None => {
+                if self.sources.len() == self.cfg.max_sources {
+                    // Only a closed tombstone may make room; live publishers are never
+                    // pushed out by newcomers.
+                    match self.sources.iter().position(|s| s.phase == Phase::Closed) {
+                        Some(t) => {
+                            self.sources.swap_remove(t);
+                        }
+                        None => {
+                            ctx.stats.sources_rejected += 1;
+                            return;
+                        }
+                    }
+                }
+                self.sources
+                    .push(Source::new(id, header.session, now, ctx.cfg));
+                self.sources.len() - 1
+            }
+        };
+        let src = &mut self.sources[i];
+        if header.session != src.session {
+            if src.is_retired(header.session) || header.frame_type == FrameType::Unavailable {
+                ctx.stats.stale_session += 1;
+                return;
+            }
+            src.flush(LossReason::PublisherRestarted, &mut ctx, on_event);
+            let old_session = src.session;
+            src.restart(header.session, now);
+            ctx.stats.restarts += 1;
+            on_event(Event::Restarted {
+                source: id,
+                old_session,
+                new_session: header.session,
+            });
+        }
+        src.last_activity = now;
+        match frame {
+            Frame::Data(d) => src.on_data(&d, now, &mut ctx, on_event),
+            Frame::Heartbeat {
+                next_seq,
+                oldest_seq,
+                ..
+            } => src.on_control(next_seq, oldest_seq, false, now, &mut ctx, on_event),
+            Frame::Close {
+                next_seq,
+                oldest_seq,
+                ..
+            } => src.on_control(next_seq, oldest_seq, true, now, &mut ctx, on_event),
+            Frame::Unavailable(list) => {
+                for range in list.iter() {
+                    src.on_unavailable(range, now, &mut ctx, on_event);
+                }
+            }
+            Frame::Nak(_) => unreachable!("NAKs are ignored above"),
+        }
+    }
+
+    /// Advance timers to `now`: give up on gaps past their tries or deadline, and drop
+    /// publishers silent past the inactivity timeout (reporting their gaps lost).
+    pub fn handle_timeout<F: FnMut(Event<'_>)>(&mut self, now: Instant, on_event: &mut F) {
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            rng: &mut self.rng,
+            stats: &mut self.stats,
+        };
+        let mut i = 0;
+        while i < self.sources.len() {
+            let src = &mut self.sources[i];
+            if now.saturating_duration_since(src.last_activity) >= ctx.cfg.inactivity_timeout {
+                if src.phase == Phase::Live {
+                    src.flush(LossReason::PublisherInactive, &mut ctx, on_event);
+                    ctx.stats.inactive += 1;
+                    on_event(Event::Inactive {
+                        source: src.id,
+                        session: src.session,
+                    });
+                }
+                self.sources.swap_remove(i);
+                continue;
+            }
+            src.on_timeout(now, &mut ctx, on_event);
+            i += 1;
+        }
+    }
+
+    /// Produce the next NAK into `buf` (at least 1 KiB), or `None` if none is due at `now`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let n = self.sources.len();
+        for k in 0..n {
+            let i = (self.next_nak + k) % n;
+            let src = &mut self.sources[i];
+            if !src.nak_due(now) {
+                continue;
+            }
+            let mut ranges = [SeqRange::new(0, 1); MAX_RANGES];
+            let count = src.collect_nak(now, &self.cfg, &mut ranges);
+            if count == 0 {
+                continue;
+            }
+            let len = wire::emit_ranges(
+                buf,
+                FrameType::Nak,
+                src.id.stream,
+                src.session,
+                &ranges[..count],
+            )
+            .ok()?;
+            self.next_nak = (i + 1) % n;
+            self.stats.naks_sent += 1;
+            self.stats.nak_ranges += count as u64;
+            return Some(Transmit {
+                destination: Destination::Unicast(src.id.addr),
+                len,
+            });
+        }
+        None
+    }
+
+    /// The earliest instant at which `handle_timeout` or `poll_transmit` has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sources
+            .iter()
+            .flat_map(|s| {
+                let idle = s.last_activity + self.cfg.inactivity_timeout;
+                Some(s.deadline.map_or(idle, |d| d.min(idle)))
+            })
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,518 @@
+//! Per-publisher receive state: delivery cursor, reorder window, gaps, NAK timers,
+//! reassembly.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rand::rngs::SmallRng;
+
+use super::gaps::GapList;
+use super::window::ReorderWindow;
+use super::{Event, JoinPolicy, LossReason, ReceiverConfig, ReceiverStats, SourceId};
+use crate::proto::wire::{DataFrame, FRAG_BEGIN, FRAG_END, MAX_RANGES, SeqRange};
+
+/// Lifecycle of a tracked source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Seen, but no join point yet (FromOldest waits for a heartbeat; FirstSeen ignores
+    /// repairs meant for others).
+    Awaiting,
+    /// Delivering.
+    Live,
+    /// CLOSE received and everything up to the final sequence delivered or reported lost:
+    /// kept as a tombstone so stray repairs do not re-join the session.
+    Closed,
+}
+
+/// What the source needs from its receiver to process one input.
+pub(super) struct Ctx<'a> {
+    pub cfg: &'a ReceiverConfig,
+    pub rng: &'a mut SmallRng,
+    pub stats: &'a mut ReceiverStats,
+}
+
+/// Fragment reassembly into whole messages.
+#[derive(Debug, Default)]
+struct Assembler {
+    buf: Vec<u8>,
+    seq: u64,
+    active: bool,
+}
+
+impl Assembler {
+    /// Deliver fragment `seq` (the next in order) and emit a message when one completes.
+    #[allow(clippy::too_many_arguments)]
+    fn push<F: FnMut(Event<'_>)>(
+        &mut self,
+        id: SourceId,
+        session: u64,
+        seq: u64,
+        flags: u8,
+        payload: &[u8],
+        cfg: &ReceiverConfig,
+        stats: &mut ReceiverStats,
+        on_event: &mut F,
+    ) {
+        stats.fragments += 1;
+        let (begin, end) = (flags & FRAG_BEGIN != 0, flags & FRAG_END != 0);
+        if begin && self.active {
+            // A new message began before the previous one ended: drop the fragments.
+            stats.discarded_fragments += self.buf.len().min(1) as u64;
+            self.active = false;
+        }
+        if begin && end {
+            stats.messages += 1;
+            stats.message_bytes += payload.len() as u64;
+            on_event(Event::Message {
+                source: id,
+                session,
+                seq,
+                payload,
+            });
+            return;
+        }
+        if begin {
+            self.buf.clear();
+            self.seq = seq;
+            self.active = true;
+        } else if !self.active {
+            // The start of this message was lost (reported as Loss): discard the rest.
+            stats.discarded_fragments += 1;
+            return;
+        }
+        if self.buf.len() + payload.len() > cfg.max_message_size {
+            stats.oversized_messages += 1;
+            self.active = false;
+            return;
+        }
+        self.buf.extend_from_slice(payload);
+        if end {
+            self.active = false;
+            stats.messages += 1;
+            stats.message_bytes += self.buf.len() as u64;
+            on_event(Event::Message {
+                source: id,
+                session,
+                seq: self.seq,
+                payload: &self.buf,
+            });
+        }
+    }
+
+    fn reset(&mut self, stats: &mut ReceiverStats) {
+        if self.active {
+            stats.discarded_fragments += 1;
+            self.active = false;
+        }
+    }
+}
+
+/// Receive state for one (source address, stream) and its current session.
+#[derive(Debug)]
+pub(super) struct Source {
+    pub id: SourceId,
+    pub session: u64,
+    retired: [Option<u64>; 4],
+    retired_next: usize,
+    pub phase: Phase,
+    pub last_activity: Instant,
+    /// Next sequence to deliver.
+    cursor: u64,
+    /// One past the highest sequence known to exist.
+    highest: u64,
+    final_seq: Option<u64>,
+    window: ReorderWindow,
+    gaps: GapList,
+    assembler: Assembler,
+    srtt: Duration,
+    /// Earliest NAK or give-up deadline of the gaps (not inactivity).
+    pub deadline: Option<Instant>,
+}
+
+impl Source {
+    pub fn new(id: SourceId, session: u64, now: Instant, cfg: &ReceiverConfig) -> Self {
+        Self {
+            id,
+            session,
+            retired: [None; 4],
+            retired_next: 0,
+            phase: Phase::Awaiting,
+            last_activity: now,
+            cursor: 0,
+            highest: 0,
+            final_seq: None,
+            window: ReorderWindow::new(cfg.reorder_window, cfg.reorder_bytes),
+            gaps: GapList::default(),
+            assembler: Assembler::default(),
+            srtt: cfg.initial_rtt,
+            deadline: None,
+        }
+    }
+
+    /// Whether `session` is a session this source had before (stale frames are dropped).
+    pub fn is_retired(&self, session: u64) -> bool {
+        self.retired.contains(&Some(session))
+    }
+
+    /// Report everything of the current session as delivered or lost with `reason`.
+    pub fn flush<F: FnMut(Event<'_>)>(
+        &mut self,
+        reason: LossReason,
+        ctx: &mut Ctx<'_>,
+        on_event: &mut F,
+    ) {
+        if self.phase == Phase::Live {
+            self.gaps.mark_all_lost(reason);
+            self.advance(ctx, on_event);
+        }
+        self.assembler.reset(ctx.stats);
+    }
+
+    /// Replace the session: the old one is flushed by the caller first.
+    pub fn restart(&mut self, session: u64, now: Instant) {
+        let slot = self.retired_next % self.retired.len();
+        self.retired[slot] = Some(self.session);
+        self.retired_next += 1;
+        self.session = session;
+        self.phase = Phase::Awaiting;
+        self.last_activity = now;
+        self.final_seq = None;
+        self.window.clear();
+        self.gaps.clear();
+        self.deadline = None;
+    }
+
+    fn join<F: FnMut(Event<'_>)>(&mut self, start: u64, ctx: &mut Ctx<'_>, on_event: &mut F) {
+        self.cursor = start;
+        self.highest = start;
+        self.phase = Phase::Live;
+        ctx.stats.joins += 1;
+        on_event(Event::Joined {
+            source: self.id,
+            session: self.session,
+            start_seq: start,
+        });
+    }
+
+    /// Random first-NAK delay: truncated exponential over `[0, nak_backoff]` (RFC 5401
+    /// style), so that in a group of N receivers few fire before the first repair arrives.
+    fn backoff(ctx: &mut Ctx<'_>) -> Duration {
+        let t = ctx.cfg.nak_backoff.as_secs_f64();
+        if t <= 0.0 {
+            return Duration::ZERO;
+        }
+        let lambda = f64::from(ctx.cfg.group_size_hint).ln() + 1.0;
+        let u: f64 = ctx.rng.random();
+        let x = t / lambda * (u * (lambda.exp() - 1.0)).ln_1p();
+        Duration::from_secs_f64(x.clamp(0.0, t))
+    }
+
+    /// Wait after the `tries`-th NAK of a gap before the next: two round trips plus the
+    /// backoff window, doubling per try, within `[nak_retry_min, nak_retry_max]`.
+    fn retry_interval(srtt: Duration, cfg: &ReceiverConfig, tries: u32) -> Duration {
+        let base = (srtt * 2 + cfg.nak_backoff).max(cfg.nak_retry_min);
+        base.saturating_mul(1 << tries.saturating_sub(1).min(16))
+            .min(cfg.nak_retry_max)
+    }
+
+    /// Extend the known range to `end` (exclusive), opening a gap for what is missing.
+    fn extend_to(&mut self, end: u64, now: Instant, ctx: &mut Ctx<'_>) {
+        if end > self.highest {
+            let at = now + Self::backoff(ctx);
+            self.gaps.push(SeqRange::new(self.highest, end), now, at);
+            ctx.stats.gaps += 1;
+            self.highest = end;
+        }
+    }
+
+    pub fn on_data<F: FnMut(Event<'_>)>(
+        &mut self,
+        frame: &DataFrame<'_>,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        on_event: &mut F,
+    ) {
+        match self.phase {
+            Phase::Closed => {
+                ctx.stats.duplicates += u64::from(frame.count);
+                return;
+            }
+            Phase::Awaiting => {
+                if ctx.cfg.join == JoinPolicy::FirstSeen && !frame.is_retransmit() {
+                    self.join(frame.first_seq, ctx, on_event);
+                } else {
+                    ctx.stats.dropped_before_join += u64::from(frame.count);
+                    return;
+                }
+            }
+            Phase::Live => {}
+        }
+        let retransmit = frame.is_retransmit();
+        for frag in frame.fragments() {
+            self.on_fragment(
+                frag.seq,
+                frag.flags,
+                frag.payload,
+                retransmit,
+                now,
+                ctx,
+                on_event,
+            );
+        }
+        self.finish(ctx, now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_fragment<F: FnMut(Event<'_>)>(
+        &mut self,
+        seq: u64,
+        flags: u8,
+        payload: &[u8],
+        retransmit: bool,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        on_event: &mut F,
+    ) {
+        if seq < self.cursor || self.window.contains(seq) {
+            ctx.stats.duplicates += 1;
+            return;
+        }
+        let in_order = seq == self.cursor;
+        if !in_order
+            && (seq - self.cursor >= self.window.capacity()
+                || !self.window.store(seq, flags, payload))
+        {
+            // No room to hold it: leave it missing (it will be requested again later).
+            ctx.stats.out_of_window += 1;
+            self.extend_to(seq + 1, now, ctx);
+            return;
+        }
+        if seq >= self.highest {
+            self.extend_to(seq, now, ctx);
+            self.highest = seq + 1;
+        } else if let Some(gap) = self.gaps.fill(seq) {
+            if gap.tries > 0 {
+                ctx.stats.recovered += 1;
+                if let (1, Some(sent), true) = (gap.tries, gap.first_nak, retransmit) {
+                    // Karn: only unambiguous first-try repairs update the RTT estimate.
+                    let sample = now.saturating_duration_since(sent);
+                    self.srtt = (self.srtt * 7 + sample) / 8;
+                }
+            } else {
+                ctx.stats.reordered += 1;
+            }
+        }
+        if in_order {
+            self.assembler.push(
+                self.id,
+                self.session,
+                seq,
+                flags,
+                payload,
+                ctx.cfg,
+                ctx.stats,
+                on_event,
+            );
+            self.cursor += 1;
+            self.advance(ctx, on_event);
+        }
+    }
+
+    /// Deliver held fragments and report lost gaps in sequence order, as far as possible.
+    fn advance<F: FnMut(Event<'_>)>(&mut self, ctx: &mut Ctx<'_>, on_event: &mut F) {
+        loop {
+            if self.window.contains(self.cursor) {
+                let (flags, payload) = self.window.take(self.cursor);
+                self.assembler.push(
+                    self.id,
+                    self.session,
+                    self.cursor,
+                    flags,
+                    payload,
+                    ctx.cfg,
+                    ctx.stats,
+                    on_event,
+                );
+                self.cursor += 1;
+                continue;
+            }
+            match self.gaps.front() {
+                Some(g) if g.range.start == self.cursor && g.lost.is_some() => {
+                    let (range, reason) = (g.range, g.lost.expect("checked"));
+                    self.gaps.pop_front();
+                    self.assembler.reset(ctx.stats);
+                    ctx.stats.lost_fragments += range.len();
+                    ctx.stats.loss_events += 1;
+                    on_event(Event::Loss {
+                        source: self.id,
+                        session: self.session,
+                        range,
+                        reason,
+                    });
+                    self.cursor = range.end;
+                }
+                _ => break,
+            }
+        }
+        if self.phase == Phase::Live && self.final_seq.is_some_and(|f| self.cursor >= f) {
+            self.phase = Phase::Closed;
+            self.gaps.clear();
+            self.deadline = None;
+            ctx.stats.closes += 1;
+            on_event(Event::Closed {
+                source: self.id,
+                session: self.session,
+            });
+        }
+    }
+
+    /// HEARTBEAT or CLOSE: the publisher's window (and, for CLOSE, its end).
+    pub fn on_control<F: FnMut(Event<'_>)>(
+        &mut self,
+        next_seq: u64,
+        oldest_seq: u64,
+        close: bool,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        on_event: &mut F,
+    ) {
+        match self.phase {
+            Phase::Closed => return,
+            Phase::Awaiting => {
+                let start = match ctx.cfg.join {
+                    JoinPolicy::FirstSeen => next_seq,
+                    JoinPolicy::FromOldest => oldest_seq,
+                };
+                self.join(start, ctx, on_event);
+            }
+            Phase::Live => {}
+        }
+        if close {
+            self.final_seq = Some(next_seq);
+        }
+        self.extend_to(next_seq, now, ctx);
+        self.gaps
+            .mark_lost_below(oldest_seq, LossReason::Unavailable);
+        self.advance(ctx, on_event);
+        self.finish(ctx, now);
+    }
+
+    /// UNAVAILABLE: everything below `range.end` is gone for good.
+    pub fn on_unavailable<F: FnMut(Event<'_>)>(
+        &mut self,
+        range: SeqRange,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        on_event: &mut F,
+    ) {
+        if self.phase != Phase::Live || range.end <= self.cursor {
+            return;
+        }
+        self.extend_to(range.end, now, ctx);
+        if self
+            .gaps
+            .mark_lost_below(range.end, LossReason::Unavailable)
+        {
+            self.advance(ctx, on_event);
+        }
+        self.finish(ctx, now);
+    }
+
+    /// Give up on gaps past their tries or deadline; returns whether any was given up.
+    pub fn on_timeout<F: FnMut(Event<'_>)>(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        on_event: &mut F,
+    ) {
+        if self.phase != Phase::Live || self.deadline.is_none_or(|d| d > now) {
+            return;
+        }
+        let max_tries = ctx.cfg.max_nak_tries;
+        let mut any = false;
+        for g in self.gaps.iter_mut() {
+            if g.lost.is_some() {
+                continue;
+            }
+            let tries_out = g.tries >= max_tries && g.nak_at <= now;
+            let deadline_out = g
+                .first_nak
+                .is_some_and(|t| t + ctx.cfg.loss_deadline <= now);
+            if tries_out || deadline_out {
+                g.lost = Some(LossReason::Timeout);
+                any = true;
+            }
+        }
+        if any {
+            self.advance(ctx, on_event);
+        }
+        self.finish(ctx, now);
+    }
+
+    /// Whether a NAK is due at `now`.
+    pub fn nak_due(&self, now: Instant) -> bool {
+        self.phase == Phase::Live && self.deadline.is_some_and(|d| d <= now)
+    }
+
+    /// Collect the ranges to NAK now into `out`; returns how many. Updates the gaps' timers.
+    pub fn collect_nak(
+        &mut self,
+        now: Instant,
+        cfg: &ReceiverConfig,
+        out: &mut [SeqRange; MAX_RANGES],
+    ) -> usize {
+        let limit = self.cursor + self.window.capacity();
+        let mut n = 0;
+        let srtt = self.srtt;
+        for g in self.gaps.iter_mut() {
+            if g.range.start >= limit || n == MAX_RANGES {
+                break;
+            }
+            if g.lost.is_some() || g.nak_at > now || g.tries >= cfg.max_nak_tries {
+                continue;
+            }
+            out[n] = SeqRange::new(g.range.start, g.range.end.min(limit));
+            n += 1;
+            g.tries += 1;
+            g.first_nak.get_or_insert(now);
+            g.nak_at = now + Self::retry_interval(srtt, cfg, g.tries);
+        }
+        self.update_deadline(cfg);
+        n
+    }
+
+    fn finish(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+        let _ = now;
+        self.update_deadline(ctx.cfg);
+    }
+
+    /// Recompute the earliest NAK or give-up deadline.
+    fn update_deadline(&mut self, cfg: &ReceiverConfig) {
+        if self.phase != Phase::Live || self.gaps.is_empty() {
+            self.deadline = None;
+            return;
+        }
+        let limit = self.cursor + self.window.capacity();
+        let mut d: Option<Instant> = None;
+        for g in self.gaps.iter() {
+            if g.range.start >= limit {
+                break;
+            }
+            if g.lost.is_some() {
+                continue;
+            }
+            let mut t = g.nak_at;
+            if let Some(first) = g.first_nak {
+                t = t.min(first + cfg.loss_deadline);
+            }
+            d = Some(d.map_or(t, |d| d.min(t)));
+        }
+        self.deadline = d;
+    }
+
+    /// Smoothed NAK-to-repair round trip.
+    #[allow(dead_code)]
+    pub fn srtt(&self) -> Duration {
+        self.srtt
+    }
+}

@@ -1,0 +1,208 @@
+//! The publisher's bounded retransmit ring: encoded DATA frames kept for repair.
+//!
+//! Frames are stored back to back in one preallocated byte buffer (a log, as in Aeron's
+//! term buffers), with a bounded index of `(sequence range, offset, length)` entries. A frame
+//! is written in place at the head, so repairs re-send exactly the bytes first sent and the
+//! steady state allocates nothing. The oldest frames are evicted when the bytes, the index or
+//! the retained-sequence limit would be exceeded.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// Index entry for one stored frame.
+#[derive(Clone, Copy, Debug)]
+pub struct RingEntry {
+    /// Sequence number of the frame's first fragment.
+    pub first_seq: u64,
+    /// One past the sequence number of its last fragment.
+    pub end_seq: u64,
+    offset: usize,
+    len: usize,
+    /// When this frame was last sent as a repair.
+    pub last_repair: Option<Instant>,
+    /// Whether a repair of this frame is queued and not yet sent.
+    pub repair_queued: bool,
+}
+
+/// A bounded ring of encoded frames, addressable by sequence number.
+#[derive(Debug)]
+pub struct RetransmitRing {
+    buf: Vec<u8>,
+    entries: VecDeque<RingEntry>,
+    max_entries: usize,
+    max_seqs: u64,
+    head: usize,
+    reserved: usize,
+    /// Sequence numbers below this have been evicted (or were never sent).
+    oldest_seq: u64,
+}
+
+impl RetransmitRing {
+    /// A ring of `bytes` bytes holding at most `max_entries` frames and `max_seqs` sequence
+    /// numbers, whose first frame will start at `initial_seq`. `bytes` must be at least
+    /// twice the largest frame that will be reserved.
+    pub fn new(bytes: usize, max_entries: usize, max_seqs: u64, initial_seq: u64) -> Self {
+        Self {
+            buf: vec![0; bytes],
+            entries: VecDeque::with_capacity(max_entries.max(1)),
+            max_entries: max_entries.max(1),
+            max_seqs: max_seqs.max(1),
+            head: 0,
+            reserved: 0,
+            oldest_seq: initial_seq,
+        }
+    }
+
+    /// Oldest sequence number still retained (equal to the next one when empty).
+    pub fn oldest_seq(&self) -> u64 {
+        self.oldest_seq
+    }
+
+    /// Number of frames retained.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no frame is retained.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Capacity of the byte buffer.
+    pub fn capacity_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn evict_front(&mut self) {
+        if let Some(e) = self.entries.pop_front() {
+            self.oldest_seq = e.end_seq;
+        }
+    }
+
+    /// Reserve `len` contiguous bytes at the head for a frame being built, evicting the
+    /// oldest frames that occupy them, and return them. The reservation lasts until
+    /// [`commit`](Self::commit); only one frame is open at a time.
+    pub fn reserve(&mut self, len: usize) -> &mut [u8] {
+        assert!(len * 2 <= self.buf.len(), "ring smaller than two frames");
+        if self.head + len > self.buf.len() {
+            // Frames between the old head and the end are the oldest of the previous lap.
+            while self.entries.front().is_some_and(|e| e.offset >= self.head) {
+                self.evict_front();
+            }
+            self.head = 0;
+        }
+        let (start, end) = (self.head, self.head + len);
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.offset >= start && e.offset < end)
+        {
+            self.evict_front();
+        }
+        self.reserved = len;
+        &mut self.buf[start..end]
+    }
+
+    /// The currently reserved bytes (the frame being built).
+    pub fn reserved_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.head..self.head + self.reserved]
+    }
+
+    /// Store the reserved frame: its first `len` bytes hold fragments `[first_seq, end_seq)`.
+    pub fn commit(&mut self, first_seq: u64, end_seq: u64, len: usize) {
+        debug_assert!(len <= self.reserved);
+        if self.entries.len() == self.max_entries {
+            self.evict_front();
+        }
+        if self.entries.is_empty() {
+            self.oldest_seq = first_seq;
+        }
+        self.entries.push_back(RingEntry {
+            first_seq,
+            end_seq,
+            offset: self.head,
+            len,
+            last_repair: None,
+            repair_queued: false,
+        });
+        self.head += len;
+        self.reserved = 0;
+        while end_seq - self.oldest_seq > self.max_seqs && self.entries.len() > 1 {
+            self.evict_front();
+        }
+    }
+
+    /// Index of the retained frame holding `seq`, if any.
+    pub fn find(&self, seq: u64) -> Option<usize> {
+        if seq < self.oldest_seq {
+            return None;
+        }
+        let i = self.entries.partition_point(|e| e.end_seq <= seq);
+        (i < self.entries.len() && self.entries[i].first_seq <= seq).then_some(i)
+    }
+
+    /// The entry at index `i` (0 = oldest).
+    pub fn entry(&self, i: usize) -> &RingEntry {
+        &self.entries[i]
+    }
+
+    /// The entry at index `i`, mutably.
+    pub fn entry_mut(&mut self, i: usize) -> &mut RingEntry {
+        &mut self.entries[i]
+    }
+
+    /// The encoded bytes of the frame at index `i`.
+    pub fn frame(&self, i: usize) -> &[u8] {
+        let e = &self.entries[i];
+        &self.buf[e.offset..e.offset + e.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(r: &mut RetransmitRing, first: u64, n: u64, len: usize) {
+        let b = r.reserve(100);
+        b[..8].copy_from_slice(&first.to_le_bytes());
+        r.commit(first, first + n, len);
+    }
+
+    #[test]
+    fn evicts_oldest_by_bytes_and_finds_by_seq() {
+        let mut r = RetransmitRing::new(1000, 100, 1_000_000, 0);
+        let mut seq = 0;
+        for _ in 0..50 {
+            put(&mut r, seq, 3, 60);
+            seq += 3;
+            // Every retained frame still holds its own bytes.
+            for i in 0..r.len() {
+                let e = *r.entry(i);
+                assert_eq!(&r.frame(i)[..8], &e.first_seq.to_le_bytes());
+                assert_eq!(r.find(e.first_seq + 2), Some(i));
+            }
+            assert!(r.len() * 60 <= 1000);
+            assert_eq!(r.oldest_seq(), r.entry(0).first_seq);
+        }
+        assert!(r.len() >= 1000 / 60 - 2, "{}", r.len());
+        assert_eq!(r.find(0), None);
+        assert_eq!(r.find(seq), None);
+    }
+
+    #[test]
+    fn limits_entries_and_sequences() {
+        let mut r = RetransmitRing::new(100_000, 4, 1_000_000, 0);
+        for i in 0..10 {
+            put(&mut r, i * 2, 2, 50);
+        }
+        assert_eq!(r.len(), 4);
+        assert_eq!(r.oldest_seq(), 12);
+        let mut r = RetransmitRing::new(100_000, 1000, 10, 0);
+        for i in 0..10 {
+            put(&mut r, i * 4, 4, 50);
+        }
+        assert_eq!(r.oldest_seq(), 32);
+        assert_eq!(r.find(31), None);
+        assert_eq!(r.find(39), Some(1));
+    }
+}

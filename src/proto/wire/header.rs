@@ -1,0 +1,106 @@
+//! The fixed 24-byte header every frame starts with.
+//!
+//! ```text
+//! offset size field
+//!  0      4   crc32      CRC-32 (IEEE, crc32fast) of bytes 4..len of the datagram
+//!  4      1   version    PROTOCOL_VERSION
+//!  5      1   type       FrameType
+//!  6      2   flags      FLAG_* bits (u16 LE)
+//!  8      4   stream     stream id (u32 LE)
+//! 12      4   reserved   zero when sent, ignored when received
+//! 16      8   session    session id (u64 LE), random per publisher start
+//! ```
+
+use super::{DecodeError, read_u16, read_u32, read_u64, write_u16, write_u32, write_u64};
+
+/// Length of the fixed frame header in bytes.
+pub const HEADER_LEN: usize = 24;
+/// The protocol version this implementation speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// DATA flag: the frame is a repair sent in answer to a NAK.
+pub const FLAG_RETRANSMIT: u16 = 0x0001;
+/// Fragment flag: the first fragment of a message.
+pub const FRAG_BEGIN: u8 = 0x01;
+/// Fragment flag: the last fragment of a message.
+pub const FRAG_END: u8 = 0x02;
+
+/// The kind of a frame (header byte 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameType {
+    /// Publisher to group: a run of message fragments.
+    Data = 1,
+    /// Publisher to group: liveness plus the next and oldest retained sequence.
+    Heartbeat = 2,
+    /// Receiver to publisher (unicast): ranges the receiver is missing.
+    Nak = 3,
+    /// Publisher to group: ranges that can no longer be repaired.
+    Unavailable = 4,
+    /// Publisher to group: clean end of the session, with its final sequence.
+    Close = 5,
+}
+
+impl FrameType {
+    /// The frame type for a header byte, if known.
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Data,
+            2 => Self::Heartbeat,
+            3 => Self::Nak,
+            4 => Self::Unavailable,
+            5 => Self::Close,
+            _ => return None,
+        })
+    }
+}
+
+/// The decoded fixed header (a plain `Repr`: cheap to copy, no borrowed bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Frame type.
+    pub frame_type: FrameType,
+    /// `FLAG_*` bits.
+    pub flags: u16,
+    /// Stream id: independent sequence spaces can share a group and port.
+    pub stream: u32,
+    /// Session id of the publisher the frame belongs to (or is addressed to, for NAK).
+    pub session: u64,
+}
+
+impl Header {
+    /// Check length, CRC and version, and read the header. Nothing else is trusted before
+    /// the CRC matches.
+    pub fn parse(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(DecodeError::Truncated);
+        }
+        if bytes.len() > super::MAX_FRAME_LEN {
+            return Err(DecodeError::TooLong);
+        }
+        if read_u32(bytes, 0) != crc32fast::hash(&bytes[4..]) {
+            return Err(DecodeError::BadCrc);
+        }
+        if bytes[4] != PROTOCOL_VERSION {
+            return Err(DecodeError::UnknownVersion(bytes[4]));
+        }
+        let frame_type = FrameType::from_u8(bytes[5]).ok_or(DecodeError::UnknownType(bytes[5]))?;
+        Ok(Self {
+            frame_type,
+            flags: read_u16(bytes, 6),
+            stream: read_u32(bytes, 8),
+            session: read_u64(bytes, 16),
+        })
+    }
+
+    /// Write the header (with a zero CRC; [`super::finish_frame`] fills it) into `buf`,
+    /// which must be at least [`HEADER_LEN`] bytes.
+    pub fn emit(&self, buf: &mut [u8]) {
+        write_u32(buf, 0, 0);
+        buf[4] = PROTOCOL_VERSION;
+        buf[5] = self.frame_type as u8;
+        write_u16(buf, 6, self.flags);
+        write_u32(buf, 8, self.stream);
+        write_u32(buf, 12, 0);
+        write_u64(buf, 16, self.session);
+    }
+}

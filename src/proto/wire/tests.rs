@@ -1,0 +1,259 @@
+use super::*;
+use proptest::prelude::*;
+
+fn data_frame(first_seq: u64, frags: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    let mut w = DataFrameWriter::begin(&mut buf, 7, 0x1122_3344_5566_7788, first_seq).unwrap();
+    for (flags, p) in frags {
+        w.push(&mut buf, *flags, p).unwrap();
+    }
+    let len = w.finish(&mut buf);
+    buf.truncate(len);
+    buf
+}
+
+#[test]
+fn data_fixture_bytes() {
+    let f = data_frame(5, &[(FRAG_BEGIN | FRAG_END, b"hi")]);
+    // Header after the CRC: version 1, type DATA, flags 0, stream 7, reserved, session.
+    assert_eq!(&f[4..8], &[1, 1, 0, 0]);
+    assert_eq!(&f[8..12], &7u32.to_le_bytes());
+    assert_eq!(&f[12..16], &[0; 4]);
+    assert_eq!(&f[16..24], &0x1122_3344_5566_7788u64.to_le_bytes());
+    assert_eq!(&f[24..32], &5u64.to_le_bytes());
+    assert_eq!(&f[32..36], &[1, 0, 0, 0]);
+    assert_eq!(&f[36..42], &[2, 0, 3, 0, b'h', b'i']);
+    assert_eq!(&f[0..4], &crc32fast::hash(&f[4..]).to_le_bytes());
+    assert_eq!(f.len(), 42);
+}
+
+#[test]
+fn data_round_trip() {
+    let f = data_frame(
+        u64::MAX - 3,
+        &[(FRAG_BEGIN, b"abc"), (0, b""), (FRAG_END, b"xyz")],
+    );
+    let Frame::Data(d) = Frame::parse(&f).unwrap() else {
+        panic!("not data")
+    };
+    assert_eq!(d.first_seq, u64::MAX - 3);
+    assert_eq!(d.end_seq(), u64::MAX);
+    assert!(!d.is_retransmit());
+    let frags: Vec<_> = d.fragments().collect();
+    assert_eq!(frags.len(), 3);
+    assert_eq!(
+        frags[0],
+        Fragment {
+            seq: u64::MAX - 3,
+            flags: FRAG_BEGIN,
+            payload: b"abc"
+        }
+    );
+    assert_eq!(frags[1].payload, b"");
+    assert_eq!(frags[2].seq, u64::MAX - 1);
+}
+
+#[test]
+fn retransmit_flag_refreshes_crc() {
+    let mut f = data_frame(1, &[(FRAG_BEGIN | FRAG_END, b"x")]);
+    set_retransmit(&mut f);
+    let Frame::Data(d) = Frame::parse(&f).unwrap() else {
+        panic!()
+    };
+    assert!(d.is_retransmit());
+}
+
+#[test]
+fn control_and_ranges_round_trip() {
+    let mut buf = [0u8; 64];
+    let n = emit_control(&mut buf, FrameType::Heartbeat, 3, 9, 100, 40).unwrap();
+    match Frame::parse(&buf[..n]).unwrap() {
+        Frame::Heartbeat {
+            header,
+            next_seq,
+            oldest_seq,
+        } => {
+            assert_eq!(
+                (header.stream, header.session, next_seq, oldest_seq),
+                (3, 9, 100, 40)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let n = emit_control(&mut buf, FrameType::Close, 3, 9, 100, 100).unwrap();
+    assert!(matches!(
+        Frame::parse(&buf[..n]).unwrap(),
+        Frame::Close { next_seq: 100, .. }
+    ));
+
+    let ranges = [SeqRange::new(1, 4), SeqRange::new(10, 11)];
+    let mut buf = [0u8; 256];
+    let n = emit_ranges(&mut buf, FrameType::Nak, 3, 9, &ranges).unwrap();
+    let Frame::Nak(list) = Frame::parse(&buf[..n]).unwrap() else {
+        panic!()
+    };
+    assert_eq!(list.iter().collect::<Vec<_>>(), ranges);
+    let n = emit_ranges(&mut buf, FrameType::Unavailable, 3, 9, &ranges[..1]).unwrap();
+    assert!(matches!(Frame::parse(&buf[..n]).unwrap(), Frame::Unavailable(l) if l.len() == 1));
+}
+
+/// Re-CRC a hand-mangled frame so the test reaches the check after the CRC.
+fn recrc(mut f: Vec<u8>) -> Vec<u8> {
+    finish_frame(&mut f);
+    f
+}
+
+#[test]
+fn malformed_inputs_are_typed_errors() {
+    let good = data_frame(1, &[(FRAG_BEGIN | FRAG_END, b"abcd")]);
+    assert_eq!(
+        Frame::parse(&good[..10]).unwrap_err(),
+        DecodeError::Truncated
+    );
+    let mut bad = good.clone();
+    bad[40] ^= 1;
+    assert_eq!(Frame::parse(&bad).unwrap_err(), DecodeError::BadCrc);
+    let mut v = good.clone();
+    v[4] = 9;
+    assert_eq!(
+        Frame::parse(&recrc(v)).unwrap_err(),
+        DecodeError::UnknownVersion(9)
+    );
+    let mut t = good.clone();
+    t[5] = 77;
+    assert_eq!(
+        Frame::parse(&recrc(t)).unwrap_err(),
+        DecodeError::UnknownType(77)
+    );
+    let mut c = good.clone();
+    c[32] = 0;
+    assert_eq!(Frame::parse(&recrc(c)).unwrap_err(), DecodeError::BadCount);
+    let mut c = good.clone();
+    c[32] = 2;
+    assert_eq!(Frame::parse(&recrc(c)).unwrap_err(), DecodeError::Overrun);
+    let mut l = good.clone();
+    l[36] = 200;
+    assert_eq!(Frame::parse(&recrc(l)).unwrap_err(), DecodeError::Overrun);
+    let mut tr = good.clone();
+    tr.push(0);
+    assert_eq!(
+        Frame::parse(&recrc(tr)).unwrap_err(),
+        DecodeError::TrailingBytes
+    );
+    let of = data_frame(u64::MAX, &[(3, b"a")]);
+    assert_eq!(
+        Frame::parse(&of).unwrap_err(),
+        DecodeError::SequenceOverflow
+    );
+
+    let mut buf = [0u8; 128];
+    let n = emit_ranges(&mut buf, FrameType::Nak, 1, 1, &[SeqRange::new(5, 6)]).unwrap();
+    let mut rev = buf[..n].to_vec();
+    rev[32..40].copy_from_slice(&9u64.to_le_bytes());
+    assert_eq!(
+        Frame::parse(&recrc(rev)).unwrap_err(),
+        DecodeError::ReversedRange
+    );
+    let mut big = buf[..n].to_vec();
+    big[40..48].copy_from_slice(&(5 + MAX_RANGE_SPAN + 1).to_le_bytes());
+    assert_eq!(
+        Frame::parse(&recrc(big)).unwrap_err(),
+        DecodeError::OversizedRange
+    );
+    let mut cnt = buf[..n].to_vec();
+    cnt[24] = (MAX_RANGES + 1) as u8;
+    assert_eq!(
+        Frame::parse(&recrc(cnt)).unwrap_err(),
+        DecodeError::BadCount
+    );
+
+    let n = emit_control(&mut buf, FrameType::Heartbeat, 1, 1, 5, 5).unwrap();
+    let mut hb = buf[..n].to_vec();
+    hb[32..40].copy_from_slice(&6u64.to_le_bytes());
+    assert_eq!(
+        Frame::parse(&recrc(hb)).unwrap_err(),
+        DecodeError::InconsistentWindow
+    );
+    assert_eq!(
+        Frame::parse(&vec![0u8; MAX_FRAME_LEN + 1]).unwrap_err(),
+        DecodeError::TooLong
+    );
+}
+
+#[test]
+fn encoder_rejects_bad_input() {
+    let mut small = [0u8; 10];
+    assert_eq!(
+        DataFrameWriter::begin(&mut small, 0, 0, 0).unwrap_err(),
+        EncodeError::BufferTooSmall
+    );
+    let mut buf = [0u8; 64];
+    let mut w = DataFrameWriter::begin(&mut buf, 0, 0, 0).unwrap();
+    assert_eq!(w.room(64), 64 - 36 - 4);
+    assert_eq!(
+        w.push(&mut buf, 3, &[0u8; 40]).unwrap_err(),
+        EncodeError::BufferTooSmall
+    );
+    let mut big = vec![0u8; 70_000];
+    assert_eq!(
+        w.push(&mut big, 3, &[0u8; 65_536]).unwrap_err(),
+        EncodeError::FragmentTooLong
+    );
+    assert_eq!(
+        emit_ranges(&mut buf, FrameType::Nak, 0, 0, &[]).unwrap_err(),
+        EncodeError::BadRanges
+    );
+    assert_eq!(
+        emit_ranges(&mut buf, FrameType::Nak, 0, 0, &[SeqRange::new(3, 3)]).unwrap_err(),
+        EncodeError::BadRanges
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// Arbitrary bytes never panic the decoder; whatever decodes iterates cleanly.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        if let Ok(frame) = Frame::parse(&bytes) {
+            match frame {
+                Frame::Data(d) => { let _ = d.fragments().count(); }
+                Frame::Nak(l) | Frame::Unavailable(l) => { let _ = l.iter().count(); }
+                _ => {}
+            }
+        }
+    }
+
+    /// Bytes with a valid CRC (so parsing reaches the body checks) never panic either.
+    #[test]
+    fn crc_valid_garbage_never_panics(
+        ty in 0u8..8,
+        count in any::<u16>(),
+        mut body in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let mut f = vec![0u8; HEADER_LEN];
+        f[4] = PROTOCOL_VERSION;
+        f[5] = ty;
+        body.splice(0..0, count.to_le_bytes());
+        f.extend_from_slice(&body);
+        finish_frame(&mut f);
+        if let Ok(Frame::Data(d)) = Frame::parse(&f) {
+            prop_assert_eq!(d.fragments().count(), usize::from(d.count));
+        }
+    }
+
+    /// Any fragment list encodes and decodes to itself.
+    #[test]
+    fn data_encode_decode(first in any::<u64>(), frags in proptest::collection::vec(
+        (0u8..4, proptest::collection::vec(any::<u8>(), 0..64)), 1..20)) {
+        prop_assume!(first.checked_add(frags.len() as u64).is_some());
+        let refs: Vec<(u8, &[u8])> = frags.iter().map(|(f, p)| (*f, p.as_slice())).collect();
+        let f = data_frame(first, &refs);
+        let Frame::Data(d) = Frame::parse(&f).unwrap() else { panic!() };
+        for (i, frag) in d.fragments().enumerate() {
+            prop_assert_eq!(frag.seq, first + i as u64);
+            prop_assert_eq!(frag.flags, frags[i].0);
+            prop_assert_eq!(frag.payload, frags[i].1.as_slice());
+        }
+    }
+}

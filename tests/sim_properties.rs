@@ -1,0 +1,167 @@
+//! The protocol core over thousands of simulated lossy networks.
+//!
+//! `NAKCAST_SIM_SEEDS=N` runs N seeds instead of the default (long soak runs);
+//! `NAKCAST_SIM_SEED=S` runs only seed S (to reproduce a failure).
+
+use std::time::Duration;
+
+use nakcast::proto::{JoinPolicy, LossReason, PublisherConfig, ReceiverConfig};
+use nakcast::sim::{GilbertElliott, LinkConfig, Logged, Sim, SimConfig, Workload};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// Receivers that never give up while the publisher is alive: in these runs a `Loss` may
+/// only come from data that left the ring, or from a publisher that is gone.
+fn patient_receiver() -> ReceiverConfig {
+    ReceiverConfig {
+        max_nak_tries: 1000,
+        loss_deadline: Duration::from_secs(100),
+        ..ReceiverConfig::default()
+    }
+}
+
+fn random_link(rng: &mut SmallRng, max_loss: f64) -> LinkConfig {
+    let loss = rng.random_range(0.0..=max_loss);
+    LinkConfig {
+        loss,
+        burst: rng.random_bool(0.5).then(|| GilbertElliott {
+            enter_bad: rng.random_range(0.0..0.05),
+            leave_bad: rng.random_range(0.2..0.8),
+            loss_bad: rng.random_range(0.3..0.9),
+        }),
+        duplicate: if rng.random_bool(0.3) {
+            rng.random_range(0.0..0.05)
+        } else {
+            0.0
+        },
+        delay: Duration::from_micros(rng.random_range(5..200)),
+        jitter: if rng.random_bool(0.5) {
+            Duration::from_micros(rng.random_range(1..300))
+        } else {
+            Duration::ZERO
+        },
+    }
+}
+
+/// A random scenario for `seed`; `big_ring` makes the ring larger than the whole run.
+fn scenario(seed: u64) -> (SimConfig, bool) {
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x5EED);
+    let big_ring = rng.random_bool(0.5);
+    let publishers = rng.random_range(1..=3);
+    let workloads: Vec<Workload> = (0..publishers)
+        .map(|_| Workload {
+            messages: rng.random_range(50..400),
+            interval: Duration::from_micros(rng.random_range(5..200)),
+            burst: rng.random_range(1..8),
+            min_size: 0,
+            max_size: rng.random_range(1..300),
+            large_fraction: if rng.random_bool(0.3) { 0.05 } else { 0.0 },
+            large_size: rng.random_range(500..3000),
+            start: Duration::from_micros(rng.random_range(0..2000)),
+            linger: Duration::from_secs(2),
+            restart_after: None,
+        })
+        .collect();
+    let publisher = PublisherConfig {
+        mtu: rng.random_range(300..1472),
+        ring_bytes: if big_ring {
+            1 << 22
+        } else {
+            rng.random_range(4096..32768)
+        },
+        ring_frames: if big_ring {
+            1 << 16
+        } else {
+            rng.random_range(8..200)
+        },
+        ..PublisherConfig::default()
+    };
+    let max = publisher.clone().sanitized().max_message_size;
+    let workloads = workloads
+        .into_iter()
+        .map(|w: Workload| Workload {
+            large_size: w.large_size.min(max),
+            max_size: w.max_size.min(max),
+            ..w
+        })
+        .collect();
+    let receiver = ReceiverConfig {
+        join: if rng.random_bool(0.5) {
+            JoinPolicy::FirstSeen
+        } else {
+            JoinPolicy::FromOldest
+        },
+        reorder_window: if rng.random_bool(0.2) { 16 } else { 4096 },
+        ..patient_receiver()
+    };
+    let cfg = SimConfig {
+        seed,
+        publisher,
+        receiver,
+        workloads,
+        receivers: rng.random_range(1..=20),
+        uplink: random_link(&mut rng, 0.1),
+        downlink: random_link(&mut rng, 0.3),
+        return_link: random_link(&mut rng, 0.3),
+        max_time: Duration::from_secs(120),
+    };
+    (cfg, big_ring)
+}
+
+fn seeds() -> Vec<u64> {
+    if let Ok(s) = std::env::var("NAKCAST_SIM_SEED") {
+        return vec![s.parse().expect("NAKCAST_SIM_SEED is a number")];
+    }
+    let n = std::env::var("NAKCAST_SIM_SEEDS").map_or(1000, |s| s.parse().expect("a number"));
+    (0..n).collect()
+}
+
+#[test]
+fn clean_network_delivers_everything() {
+    let mut sim = Sim::new(SimConfig {
+        receivers: 3,
+        ..SimConfig::default()
+    });
+    sim.run();
+    sim.check().unwrap();
+    for j in 0..3 {
+        let s = sim.receiver(j).stats();
+        assert_eq!(s.messages, 500, "{s:?}");
+        assert_eq!(s.naks_sent, 0);
+        assert_eq!(s.lost_fragments, 0);
+        assert_eq!(s.closes, 1);
+    }
+}
+
+#[test]
+fn random_networks_deliver_published_minus_reported_loss() {
+    let mut total_lost = 0u64;
+    let mut total_recovered = 0u64;
+    let mut total_msgs = 0u64;
+    for seed in seeds() {
+        let (cfg, big_ring) = scenario(seed);
+        let mut sim = Sim::new(cfg.clone());
+        sim.run();
+        if let Err(e) = sim.check() {
+            panic!("seed {seed}: {e}\nconfig: {cfg:#?}");
+        }
+        for j in 0..sim.receiver_count() {
+            let s = sim.receiver(j).stats();
+            total_lost += s.lost_fragments;
+            total_recovered += s.recovered;
+            total_msgs += s.messages;
+            if big_ring {
+                // Nothing ever left the ring while the publisher lived: any loss must come
+                // from a publisher that was gone before the receiver could recover.
+                for (_, e) in sim.log(j) {
+                    if let Logged::Loss { reason, .. } = e {
+                        assert_eq!(*reason, LossReason::PublisherInactive, "seed {seed}: {e:?}");
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "delivered {total_msgs} messages, recovered {total_recovered} fragments, {total_lost} reported lost"
+    );
+}
