@@ -175,6 +175,8 @@ struct SimPublisher {
     offered: usize,
     next_offer: Duration,
     closed_at: Option<Duration>,
+    /// When a killed publisher's new session starts.
+    restart_at: Option<Duration>,
     sessions: Vec<SessionRecord>,
 }
 
@@ -214,6 +216,10 @@ pub struct Sim {
     pub naks_delivered: Vec<u64>,
 }
 
+/// How long a killed publisher takes to come back with a new session: longer than any
+/// simulated reordering, as a process restart is on a real network.
+const RESTART_TIME: Duration = Duration::from_millis(10);
+
 fn addr(net: u8, host: usize, port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(
         Ipv4Addr::new(10, 0, net, host as u8 + 1),
@@ -238,6 +244,7 @@ impl Sim {
                 offered: 0,
                 next_offer: w.start,
                 closed_at: None,
+                restart_at: None,
                 sessions: Vec::new(),
             })
             .collect::<Vec<_>>();
@@ -312,6 +319,9 @@ impl Sim {
         let mut next: Option<Duration> = self.queue.peek().map(|Reverse(f)| f.at);
         let mut consider = |t: Duration| next = Some(next.map_or(t, |n| n.min(t)));
         for p in &self.publishers {
+            if let Some(t) = p.restart_at {
+                consider(t);
+            }
             if let Some(core) = &p.core {
                 consider(core.poll_timeout().saturating_duration_since(self.t0));
                 if p.offered < p.workload.messages {
@@ -410,6 +420,11 @@ impl Sim {
     fn offer_due(&mut self, i: usize) {
         let now = self.instant();
         let p = &mut self.publishers[i];
+        if p.restart_at.is_some_and(|t| t <= self.now) {
+            p.restart_at = None;
+            self.start_session(i);
+        }
+        let p = &mut self.publishers[i];
         let Some(core) = &mut p.core else { return };
         while p.offered < p.workload.messages && p.next_offer <= self.now {
             for _ in 0..p.workload.burst {
@@ -417,12 +432,14 @@ impl Sim {
                     break;
                 }
                 if p.workload.restart_after == Some(p.offered) && p.sessions.len() == 1 {
-                    // Kill: the session vanishes without CLOSE; a new one starts at once.
+                    // Kill: the session vanishes without CLOSE; a new one starts from the
+                    // same address once a restarted process would be up again.
                     let rec = p.sessions.last_mut().expect("session");
                     rec.gone_at = Some(self.now);
                     rec.killed = true;
                     p.workload.restart_after = None;
-                    self.start_session(i);
+                    p.core = None;
+                    p.restart_at = Some(self.now + RESTART_TIME);
                     return;
                 }
                 let w = &p.workload;
