@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::proto::wire::SeqRange;
+use crate::proto::wire::{Frame, SeqRange};
 use crate::proto::{
     Destination, Event, LossReason, OfferError, Publisher, PublisherConfig, Receiver,
     ReceiverConfig, SourceId,
@@ -214,6 +214,7 @@ pub struct Sim {
     pub uplink_drops: Vec<u64>,
     /// NAK frames that reached a publisher, per publisher.
     pub naks_delivered: Vec<u64>,
+    retransmits: Vec<u64>,
 }
 
 /// How long a killed publisher takes to come back with a new session: longer than any
@@ -273,6 +274,7 @@ impl Sim {
             buf: vec![0; 70_000],
             uplink_drops: vec![0; n],
             naks_delivered: vec![0; n],
+            retransmits: vec![0; n],
             cfg,
         };
         for i in 0..n {
@@ -405,6 +407,9 @@ impl Sim {
                 debug_assert_eq!(t.destination, Destination::Group);
                 let from = p.addr;
                 let frame = self.buf[..t.len].to_vec();
+                if let Ok(Frame::Data(d)) = Frame::parse(&frame) {
+                    self.retransmits[i] += u64::from(d.is_retransmit());
+                }
                 self.multicast(i, from, frame);
             }
             let p = &mut self.publishers[i];
@@ -546,10 +551,9 @@ impl Sim {
         self.receivers.len()
     }
 
-    /// Publisher `i`'s counters summed over its sessions' cores still alive is not kept;
-    /// this returns the counters of its current core, if it is still running.
-    pub fn publisher_stats(&self, i: usize) -> Option<crate::proto::PublisherStats> {
-        self.publishers[i].core.as_ref().map(|c| *c.stats())
+    /// Repairs publisher `i` sent, over all its sessions.
+    pub fn publisher_retransmits(&self, i: usize) -> u64 {
+        self.retransmits[i]
     }
 
     /// Check the delivery invariant for every receiver and session.

@@ -524,11 +524,15 @@ impl Publisher {
         )
         .ok()?;
         let hb = &mut self.heartbeat;
-        if hb.data_since || hb.interval.is_zero() {
-            hb.interval = self.cfg.heartbeat_min;
+        hb.interval = if hb.data_since {
+            self.cfg.heartbeat_min * 2
+        } else if hb.interval.is_zero() {
+            // The first CLOSE went out at once; repeats follow the usual schedule.
+            self.cfg.heartbeat_min
         } else {
-            hb.interval = (hb.interval * 2).min(self.cfg.heartbeat_max);
+            hb.interval * 2
         }
+        .min(self.cfg.heartbeat_max);
         hb.data_since = false;
         hb.last_sent = now;
         if self.closing {

@@ -1,1 +1,290 @@
+use super::*;
+use crate::proto::wire::{Frame, FrameType, SeqRange, emit_ranges};
+use proptest::prelude::*;
 
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn us(n: u64) -> Duration {
+    Duration::from_micros(n)
+}
+
+fn peer() -> SocketAddr {
+    "10.0.0.9:7000".parse().unwrap()
+}
+
+fn drain(p: &mut Publisher, now: Instant) -> Vec<Vec<u8>> {
+    let mut buf = vec![0u8; 70_000];
+    let mut out = Vec::new();
+    while let Some(t) = p.poll_transmit(now, &mut buf) {
+        assert_eq!(t.destination, Destination::Group);
+        out.push(buf[..t.len].to_vec());
+    }
+    out
+}
+
+fn nak(p: &Publisher, ranges: &[SeqRange]) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    let n = emit_ranges(&mut buf, FrameType::Nak, p.stream(), p.session(), ranges).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn data(frame: &[u8]) -> crate::proto::wire::DataFrame<'_> {
+    match Frame::parse(frame).unwrap() {
+        Frame::Data(d) => d,
+        other => panic!("expected DATA, got {other:?}"),
+    }
+}
+
+#[test]
+fn messages_offered_between_polls_share_a_frame() {
+    let now = t0();
+    let mut p = Publisher::new(PublisherConfig::default(), 42, now);
+    for i in 0..10u8 {
+        assert_eq!(p.offer(now, &[i; 20]).unwrap(), u64::from(i));
+    }
+    let frames = drain(&mut p, now);
+    assert_eq!(frames.len(), 1);
+    let d = data(&frames[0]);
+    assert_eq!((d.first_seq, d.count), (0, 10));
+    assert!(
+        d.fragments()
+            .all(|f| f.flags == FRAG_BEGIN | FRAG_END && f.payload.len() == 20)
+    );
+    // A lone message goes out at the next poll: no added latency.
+    p.offer(now, b"x").unwrap();
+    assert_eq!(drain(&mut p, now).len(), 1);
+}
+
+#[test]
+fn large_messages_are_fragmented_and_frames_respect_mtu() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        mtu: 200,
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 1, now);
+    let msg: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    p.offer(now, b"small").unwrap();
+    let seq = p.offer(now, &msg).unwrap();
+    assert_eq!(seq, 1);
+    let frames = drain(&mut p, now);
+    assert!(frames.iter().all(|f| f.len() <= 200));
+    let frags: Vec<_> = frames
+        .iter()
+        .flat_map(|f| {
+            data(f)
+                .fragments()
+                .map(|x| (x.seq, x.flags, x.payload.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(frags[0].2, b"small");
+    let parts = &frags[1..];
+    assert_eq!(parts[0].1, FRAG_BEGIN);
+    assert_eq!(parts.last().unwrap().1, FRAG_END);
+    assert!(parts[1..parts.len() - 1].iter().all(|f| f.1 == 0));
+    let joined: Vec<u8> = parts.iter().flat_map(|f| f.2.clone()).collect();
+    assert_eq!(joined, msg);
+    assert_eq!(p.next_seq(), 1 + parts.len() as u64);
+}
+
+#[test]
+fn offer_pushes_back_instead_of_buffering_without_bound() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        ring_bytes: 64 << 10,
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 1, now);
+    let msg = [7u8; 1000];
+    let mut accepted = 0;
+    while p.offer(now, &msg).is_ok() {
+        accepted += 1;
+        assert!(accepted < 1000, "never pushed back");
+    }
+    assert_eq!(p.offer(now, &msg), Err(OfferError::BackPressure));
+    assert_eq!(drain(&mut p, now).len(), accepted);
+    assert!(p.offer(now, &msg).is_ok(), "sending frees the allowance");
+    let too_big = vec![0u8; p.config().max_message_size + 1];
+    assert_eq!(p.offer(now, &too_big), Err(OfferError::MessageTooLarge));
+}
+
+#[test]
+fn send_rate_limit_reports_when_to_retry() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        send_rate: Some(1000),
+        send_burst: 100,
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 1, now);
+    assert!(p.offer(now, &[0; 100]).is_ok());
+    match p.offer(now, &[0; 50]) {
+        Err(OfferError::RateLimited(at)) => assert_eq!(at, now + Duration::from_millis(50)),
+        other => panic!("{other:?}"),
+    }
+    assert!(p.offer(now + Duration::from_millis(50), &[0; 50]).is_ok());
+}
+
+#[test]
+fn nak_is_repaired_once_per_linger_and_evicted_data_is_unavailable() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        ring_frames: 16,
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg.clone(), 9, now);
+    for i in 0..20u8 {
+        p.offer(now, &[i; 10]).unwrap();
+        drain(&mut p, now);
+    }
+    assert_eq!(p.oldest_retained(), 4);
+    let n = nak(&p, &[SeqRange::new(10, 12)]);
+    p.handle_datagram(now, peer(), &n);
+    let out = drain(&mut p, now);
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|f| data(f).is_retransmit()));
+    // Many receivers NAK the same loss within the linger: no second repair.
+    for _ in 0..50 {
+        p.handle_datagram(now + us(10), peer(), &n);
+    }
+    assert!(drain(&mut p, now + us(10)).is_empty());
+    assert_eq!(p.stats().repairs_suppressed, 100);
+    // After the linger a NAK (a lost repair) is served again.
+    let later = now + cfg.repair_linger + us(1);
+    p.handle_datagram(later, peer(), &n);
+    assert_eq!(drain(&mut p, later).len(), 2);
+    // Evicted data: UNAVAILABLE from the requested start up to the oldest retained.
+    p.handle_datagram(later, peer(), &nak(&p, &[SeqRange::new(1, 5)]));
+    let out = drain(&mut p, later);
+    assert_eq!(out.len(), 2, "UNAVAILABLE [1,4) and a repair of 4");
+    match Frame::parse(&out[0]).unwrap() {
+        Frame::Unavailable(l) => assert_eq!(l.iter().collect::<Vec<_>>(), [SeqRange::new(1, 4)]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(data(&out[1]).first_seq, 4);
+}
+
+#[test]
+fn foreign_and_garbled_naks_are_counted_and_ignored() {
+    let now = t0();
+    let mut p = Publisher::new(PublisherConfig::default(), 9, now);
+    p.offer(now, b"a").unwrap();
+    drain(&mut p, now);
+    let mut buf = [0u8; 256];
+    let n = emit_ranges(&mut buf, FrameType::Nak, 0, 10, &[SeqRange::new(0, 1)]).unwrap();
+    p.handle_datagram(now, peer(), &buf[..n]);
+    p.handle_datagram(now, peer(), b"garbage");
+    assert!(drain(&mut p, now).is_empty());
+    assert_eq!(p.stats().ignored_frames, 1);
+    assert_eq!(p.stats().decode_errors, 1);
+}
+
+#[test]
+fn nak_flood_cannot_exceed_the_retransmit_cap() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        retransmit_rate: 1 << 20,
+        retransmit_burst: 64 << 10,
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 3, now);
+    for _ in 0..5000 {
+        p.offer(now, &[1; 1000]).unwrap();
+        drain(&mut p, now);
+    }
+    let flood = nak(&p, &[SeqRange::new(0, 5000)]);
+    let mut t = now;
+    let mut bytes = 0usize;
+    // A NAK for the whole ring every 10 us for one second of virtual time.
+    for _ in 0..100_000 {
+        t += us(10);
+        p.handle_datagram(t, peer(), &flood);
+        let frames = drain(&mut p, t);
+        bytes += frames
+            .iter()
+            .filter(|f| f.len() > 100)
+            .map(|f| {
+                assert!(data(f).is_retransmit());
+                f.len()
+            })
+            .sum::<usize>();
+        assert!(p.repairs.len() <= p.cfg.max_queued_repairs);
+    }
+    let cap = (1 << 20) + (64 << 10);
+    assert!(bytes <= cap, "{bytes} > {cap}");
+    assert!(bytes > cap / 2, "repairs still flow: {bytes}");
+}
+
+#[test]
+fn heartbeats_back_off_while_idle_and_close_repeats() {
+    let now = t0();
+    let mut p = Publisher::new(PublisherConfig::default(), 5, now);
+    p.offer(now, b"x").unwrap();
+    assert_eq!(drain(&mut p, now).len(), 1);
+    let mut sent_at = Vec::new();
+    let mut t = now;
+    while t < now + Duration::from_millis(500) {
+        t = p.poll_timeout();
+        for f in drain(&mut p, t) {
+            match Frame::parse(&f).unwrap() {
+                Frame::Heartbeat {
+                    next_seq,
+                    oldest_seq,
+                    ..
+                } => {
+                    assert_eq!((next_seq, oldest_seq), (1, 0));
+                    sent_at.push((t - now).as_millis());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(&sent_at[..8], &[1, 3, 7, 15, 31, 63, 127, 227]);
+    p.close(t);
+    assert_eq!(p.offer(t, b"y"), Err(OfferError::Closed));
+    let out = drain(&mut p, t);
+    assert!(matches!(
+        Frame::parse(&out[0]).unwrap(),
+        Frame::Close { next_seq: 1, .. }
+    ));
+    let t2 = p.poll_timeout();
+    assert_eq!(t2, t + Duration::from_millis(1));
+    assert!(matches!(
+        Frame::parse(&drain(&mut p, t2)[0]).unwrap(),
+        Frame::Close { .. }
+    ));
+}
+
+proptest! {
+    /// Arbitrary datagrams never panic the publisher or make it send anything unasked.
+    #[test]
+    fn arbitrary_datagrams_never_panic(dgrams in proptest::collection::vec(
+        proptest::collection::vec(any::<u8>(), 0..200), 1..20)) {
+        let now = t0();
+        let mut p = Publisher::new(PublisherConfig::default(), 1, now);
+        for d in &dgrams {
+            p.handle_datagram(now, peer(), d);
+        }
+        prop_assert!(drain(&mut p, now).is_empty());
+    }
+
+    /// NAKs with arbitrary ranges (valid CRC, right session) never panic and stay bounded.
+    #[test]
+    fn arbitrary_naks_stay_bounded(ranges in proptest::collection::vec((any::<u64>(), 1u64..1_000_000), 1..64),
+                                   offers in 0usize..300) {
+        let now = t0();
+        let mut p = Publisher::new(PublisherConfig { ring_frames: 64, ..PublisherConfig::default() }, 1, now);
+        for _ in 0..offers {
+            p.offer(now, &[3; 100]).unwrap();
+            drain(&mut p, now);
+        }
+        let ranges: Vec<SeqRange> = ranges.iter().map(|&(s, l)| SeqRange::new(s.min(u64::MAX - l), s.min(u64::MAX - l) + l)).collect();
+        p.handle_datagram(now, peer(), &nak(&p, &ranges));
+        let out = drain(&mut p, now);
+        prop_assert!(out.len() <= p.cfg.max_queued_repairs + 1);
+    }
+}

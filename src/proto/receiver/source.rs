@@ -510,9 +510,9 @@ impl Source {
         self.deadline = d;
     }
 
-    /// Smoothed NAK-to-repair round trip.
-    #[allow(dead_code)]
-    pub fn srtt(&self) -> Duration {
-        self.srtt
+    /// Number of gaps tracked (bounded by the reorder window).
+    #[cfg(test)]
+    pub fn gap_count(&self) -> usize {
+        self.gaps.len()
     }
 }

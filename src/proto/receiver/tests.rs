@@ -1,1 +1,499 @@
+use super::*;
+use crate::proto::publisher::{Publisher, PublisherConfig};
+use crate::proto::wire::{DataFrameWriter, FRAG_BEGIN, FRAG_END, emit_control, emit_ranges};
+use proptest::prelude::*;
+use std::time::Duration;
 
+fn pub_addr() -> SocketAddr {
+    "10.0.0.1:5000".parse().unwrap()
+}
+
+/// Events as owned values, for assertions.
+#[derive(Debug, PartialEq)]
+enum Ev {
+    Joined(u64),
+    Msg(u64, Vec<u8>),
+    Loss(SeqRange, LossReason),
+    Restarted,
+    Closed,
+    Inactive,
+}
+
+fn own(ev: Event<'_>) -> Ev {
+    match ev {
+        Event::Joined { start_seq, .. } => Ev::Joined(start_seq),
+        Event::Message { seq, payload, .. } => Ev::Msg(seq, payload.to_vec()),
+        Event::Loss { range, reason, .. } => Ev::Loss(range, reason),
+        Event::Restarted { .. } => Ev::Restarted,
+        Event::Closed { .. } => Ev::Closed,
+        Event::Inactive { .. } => Ev::Inactive,
+    }
+}
+
+struct Harness {
+    now: Instant,
+    publisher: Publisher,
+    receiver: Receiver,
+    events: Vec<Ev>,
+    buf: Vec<u8>,
+}
+
+impl Harness {
+    fn new(rcfg: ReceiverConfig) -> Self {
+        Self::with(PublisherConfig::default(), rcfg)
+    }
+
+    fn with(pcfg: PublisherConfig, rcfg: ReceiverConfig) -> Self {
+        let now = Instant::now();
+        Self {
+            now,
+            publisher: Publisher::new(pcfg, 0xABCD, now),
+            receiver: Receiver::new(rcfg, 7),
+            events: Vec::new(),
+            buf: vec![0; 70_000],
+        }
+    }
+
+    /// Offer one message and return the frames the publisher sends for it.
+    fn publish(&mut self, msg: &[u8]) -> Vec<Vec<u8>> {
+        self.publisher.offer(self.now, msg).unwrap();
+        self.frames()
+    }
+
+    fn frames(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(t) = self.publisher.poll_transmit(self.now, &mut self.buf) {
+            out.push(self.buf[..t.len].to_vec());
+        }
+        out
+    }
+
+    fn deliver(&mut self, frame: &[u8]) {
+        let events = &mut self.events;
+        self.receiver
+            .handle_datagram(self.now, pub_addr(), frame, &mut |e| events.push(own(e)));
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        let events = &mut self.events;
+        self.receiver
+            .handle_timeout(self.now, &mut |e| events.push(own(e)));
+    }
+
+    /// NAKs the receiver sends now, handed to the publisher.
+    fn naks(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(t) = self.receiver.poll_transmit(self.now, &mut self.buf) {
+            assert_eq!(t.destination, Destination::Unicast(pub_addr()));
+            let frame = self.buf[..t.len].to_vec();
+            self.publisher
+                .handle_datagram(self.now, "10.0.1.1:6000".parse().unwrap(), &frame);
+            n += 1;
+        }
+        n
+    }
+
+    fn take(&mut self) -> Vec<Ev> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn in_order_delivery_needs_no_nak() {
+    let mut h = Harness::new(ReceiverConfig::default());
+    for i in 0..5u8 {
+        for f in h.publish(&[i; 3]) {
+            h.deliver(&f);
+        }
+    }
+    let ev = h.take();
+    assert_eq!(ev[0], Ev::Joined(0));
+    assert_eq!(ev[1..].len(), 5);
+    assert_eq!(ev[5], Ev::Msg(4, vec![4; 3]));
+    h.advance(ms(10));
+    assert_eq!(h.naks(), 0);
+    assert_eq!(h.receiver.stats().gaps, 0);
+}
+
+#[test]
+fn gap_is_naked_after_backoff_and_repair_is_delivered_in_order() {
+    let mut h = Harness::new(ReceiverConfig::default());
+    let f0 = h.publish(b"a");
+    let f1 = h.publish(b"b");
+    let f2 = h.publish(b"c");
+    h.deliver(&f0[0]);
+    h.deliver(&f2[0]);
+    assert_eq!(h.take(), [Ev::Joined(0), Ev::Msg(0, b"a".to_vec())]);
+    assert_eq!(h.naks(), 0, "no NAK before the backoff");
+    let deadline = h.receiver.poll_timeout().unwrap();
+    assert!(deadline <= h.now + h.receiver.config().nak_backoff);
+    h.advance(deadline - h.now);
+    assert_eq!(h.naks(), 1);
+    assert_eq!(h.publisher.stats().naks_received, 1);
+    let repairs = h.frames();
+    assert_eq!(repairs, {
+        let mut f = f1[0].clone();
+        wire::set_retransmit(&mut f);
+        vec![f]
+    });
+    h.deliver(&repairs[0]);
+    assert_eq!(
+        h.take(),
+        [Ev::Msg(1, b"b".to_vec()), Ev::Msg(2, b"c".to_vec())]
+    );
+    assert_eq!(h.receiver.stats().recovered, 1);
+}
+
+#[test]
+fn reordered_data_arriving_before_the_timer_costs_no_nak() {
+    let mut h = Harness::new(ReceiverConfig::default());
+    let f0 = h.publish(b"a");
+    let f1 = h.publish(b"b");
+    let f2 = h.publish(b"c");
+    h.deliver(&f0[0]);
+    h.deliver(&f2[0]);
+    h.deliver(&f1[0]);
+    h.advance(ms(10));
+    assert_eq!(h.naks(), 0);
+    assert_eq!(h.receiver.stats().reordered, 1);
+    assert_eq!(h.take().len(), 4);
+}
+
+#[test]
+fn unavailable_becomes_an_immediate_loss() {
+    let pcfg = PublisherConfig {
+        ring_frames: 8,
+        ..PublisherConfig::default()
+    };
+    let mut h = Harness::with(pcfg, ReceiverConfig::default());
+    let first = h.publish(b"0");
+    h.deliver(&first[0]);
+    for i in 1..20u8 {
+        let f = h.publish(&[i]);
+        if i >= 18 {
+            h.deliver(&f[0]);
+        }
+    }
+    h.take();
+    h.advance(ms(1));
+    assert_eq!(h.naks(), 1);
+    let answer = h.frames();
+    // UNAVAILABLE for what left the ring, then repairs of what is still there.
+    assert!(matches!(
+        Frame::parse(&answer[0]).unwrap(),
+        Frame::Unavailable(_)
+    ));
+    for f in &answer {
+        h.deliver(f);
+    }
+    let oldest = h.publisher.oldest_retained();
+    let ev = h.take();
+    assert_eq!(
+        ev[0],
+        Ev::Loss(SeqRange::new(1, oldest), LossReason::Unavailable)
+    );
+    let delivered: Vec<u64> = ev[1..]
+        .iter()
+        .map(|e| match e {
+            Ev::Msg(s, _) => *s,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(delivered, (oldest..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn heartbeat_reveals_tail_loss_and_close_ends_the_session() {
+    let mut h = Harness::new(ReceiverConfig::default());
+    let f0 = h.publish(b"a");
+    h.deliver(&f0[0]);
+    let _lost = h.publish(b"tail");
+    h.advance(ms(1));
+    let hb = h.frames();
+    assert_eq!(hb.len(), 1);
+    h.deliver(&hb[0]);
+    h.advance(ms(1));
+    assert_eq!(h.naks(), 1);
+    for f in h.frames() {
+        h.deliver(&f);
+    }
+    h.publisher.close(h.now);
+    for f in h.frames() {
+        h.deliver(&f);
+    }
+    assert_eq!(
+        h.take(),
+        [
+            Ev::Joined(0),
+            Ev::Msg(0, b"a".to_vec()),
+            Ev::Msg(1, b"tail".to_vec()),
+            Ev::Closed
+        ]
+    );
+    // Stray repairs after the close do not resurrect the session.
+    h.deliver(&f0[0]);
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn fragments_are_reassembled_and_a_partly_lost_message_is_not_delivered() {
+    let pcfg = PublisherConfig {
+        mtu: 100,
+        ..PublisherConfig::default()
+    };
+    let mut h = Harness::with(pcfg, ReceiverConfig::default());
+    let big: Vec<u8> = (0..250u8).collect();
+    let frames = h.publish(&big);
+    assert!(frames.len() >= 3);
+    for f in &frames {
+        h.deliver(f);
+    }
+    let ev = h.take();
+    assert_eq!(ev[1], Ev::Msg(0, big.clone()));
+    // Lose the middle fragment of the next message for good (it leaves the ring).
+    let frames = h.publish(&big);
+    let next = frames.len() as u64 * 2;
+    h.deliver(&frames[0]);
+    h.deliver(&frames[2]);
+    for _ in 0..10 {
+        h.publish(b"x");
+    }
+    let mut buf = [0u8; 64];
+    let n = emit_control(
+        &mut buf,
+        FrameType::Heartbeat,
+        0,
+        0xABCD,
+        next + 10,
+        next + 5,
+    )
+    .unwrap();
+    h.deliver(&buf[..n]);
+    let ev = h.take();
+    assert_eq!(
+        ev[0],
+        Ev::Loss(
+            SeqRange::new(frames.len() as u64 + 1, frames.len() as u64 + 2),
+            LossReason::Unavailable
+        )
+    );
+    assert!(ev.iter().all(|e| !matches!(e, Ev::Msg(..))), "{ev:?}");
+    assert!(h.receiver.stats().discarded_fragments >= 1);
+}
+
+#[test]
+fn from_oldest_join_waits_for_a_heartbeat_and_recovers_the_backlog() {
+    let rcfg = ReceiverConfig {
+        join: JoinPolicy::FromOldest,
+        ..ReceiverConfig::default()
+    };
+    let mut h = Harness::new(rcfg);
+    for i in 0..5u8 {
+        h.publish(&[i]);
+    }
+    let late = h.publish(b"late");
+    h.deliver(&late[0]);
+    assert!(h.take().is_empty(), "no join before a heartbeat");
+    h.advance(ms(1));
+    for f in h.frames() {
+        h.deliver(&f);
+    }
+    assert_eq!(h.take(), [Ev::Joined(0)]);
+    h.advance(ms(1));
+    assert_eq!(h.naks(), 1);
+    for f in h.frames() {
+        h.deliver(&f);
+    }
+    let ev = h.take();
+    assert_eq!(ev.len(), 6);
+    assert_eq!(ev[5], Ev::Msg(5, b"late".to_vec()));
+}
+
+#[test]
+fn restart_reports_the_old_sessions_loss_then_the_new_session() {
+    let mut h = Harness::new(ReceiverConfig::default());
+    let f0 = h.publish(b"a");
+    h.deliver(&f0[0]);
+    h.publish(b"never seen");
+    let f2 = h.publish(b"c");
+    h.deliver(&f2[0]);
+    let mut new_pub = Publisher::new(PublisherConfig::default(), 0x9999, h.now);
+    new_pub.offer(h.now, b"new").unwrap();
+    let n = new_pub.poll_transmit(h.now, &mut h.buf).unwrap().len;
+    let frame = h.buf[..n].to_vec();
+    h.deliver(&frame);
+    assert_eq!(
+        h.take(),
+        [
+            Ev::Joined(0),
+            Ev::Msg(0, b"a".to_vec()),
+            Ev::Loss(SeqRange::new(1, 2), LossReason::PublisherRestarted),
+            Ev::Msg(2, b"c".to_vec()),
+            Ev::Restarted,
+            Ev::Joined(0),
+            Ev::Msg(0, b"new".to_vec()),
+        ]
+    );
+    // Late frames of the old session are stale, not another restart.
+    h.deliver(&f2[0]);
+    assert!(h.take().is_empty());
+    assert_eq!(h.receiver.stats().stale_session, 1);
+}
+
+#[test]
+fn silent_publisher_is_reported_inactive_with_its_gaps_lost() {
+    let rcfg = ReceiverConfig {
+        inactivity_timeout: ms(100),
+        ..ReceiverConfig::default()
+    };
+    let mut h = Harness::new(rcfg);
+    let f0 = h.publish(b"a");
+    h.deliver(&f0[0]);
+    h.publish(b"b");
+    let f2 = h.publish(b"c");
+    h.deliver(&f2[0]);
+    h.take();
+    for _ in 0..200 {
+        let next = h.receiver.poll_timeout().unwrap();
+        h.advance(next - h.now);
+        h.naks();
+        if h.receiver.source_count() == 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        h.take(),
+        [
+            Ev::Loss(SeqRange::new(1, 2), LossReason::PublisherInactive),
+            Ev::Msg(2, b"c".to_vec()),
+            Ev::Inactive
+        ]
+    );
+    assert!(h.receiver.poll_timeout().is_none());
+}
+
+#[test]
+fn gap_is_given_up_after_max_tries() {
+    let rcfg = ReceiverConfig {
+        max_nak_tries: 3,
+        ..ReceiverConfig::default()
+    };
+    let mut h = Harness::new(rcfg);
+    let f0 = h.publish(b"a");
+    h.deliver(&f0[0]);
+    h.publish(b"b");
+    let f2 = h.publish(b"c");
+    h.deliver(&f2[0]);
+    h.take();
+    let mut naks = 0;
+    while h.take().is_empty() {
+        let next = h.receiver.poll_timeout().unwrap();
+        h.advance(next - h.now);
+        // NAKs go nowhere: the publisher never answers.
+        while h.receiver.poll_transmit(h.now, &mut h.buf).is_some() {
+            naks += 1;
+        }
+        if h.receiver.stats().loss_events > 0 {
+            break;
+        }
+    }
+    assert_eq!(naks, 3);
+    assert_eq!(h.receiver.stats().lost_fragments, 1);
+}
+
+#[test]
+fn hostile_sessions_cannot_grow_tracked_state() {
+    let rcfg = ReceiverConfig {
+        max_sources: 16,
+        ..ReceiverConfig::default()
+    };
+    let mut r = Receiver::new(rcfg, 1);
+    let now = Instant::now();
+    let mut buf = [0u8; 256];
+    let mut x = 0x1234_5678_9abc_def0u64;
+    for i in 0..100_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let from: SocketAddr = SocketAddr::from((
+            [10, (x >> 8) as u8, (x >> 16) as u8, x as u8],
+            (x >> 24) as u16,
+        ));
+        let mut w = DataFrameWriter::begin(&mut buf, (x >> 40) as u32 % 4, x, x >> 3).unwrap();
+        w.push(&mut buf, FRAG_BEGIN | FRAG_END, &x.to_le_bytes())
+            .unwrap();
+        let n = w.finish(&mut buf);
+        let now = now + Duration::from_micros(i);
+        r.handle_datagram(now, from, &buf[..n], &mut |_| {});
+        // Also a heartbeat from the same forged source announcing a huge window.
+        let n = emit_control(&mut buf, FrameType::Heartbeat, 0, x, u64::MAX, 0).unwrap();
+        r.handle_datagram(now, from, &buf[..n], &mut |_| {});
+        while r.poll_transmit(now, &mut [0u8; 2048]).is_some() {}
+        assert!(r.source_count() <= 16);
+    }
+    assert!(r.stats().sources_rejected > 99_000);
+    // Forged UNAVAILABLE and NAK frames are ignored.
+    let n = emit_ranges(
+        &mut buf,
+        FrameType::Unavailable,
+        0,
+        1,
+        &[SeqRange::new(0, 10)],
+    )
+    .unwrap();
+    r.handle_datagram(now, pub_addr(), &buf[..n], &mut |_| panic!("no event"));
+    for s in &r.sources {
+        assert!(s.gap_count() <= r.cfg.reorder_window + 2);
+    }
+}
+
+proptest! {
+    /// Arbitrary datagrams never panic the receiver.
+    #[test]
+    fn arbitrary_datagrams_never_panic(dgrams in proptest::collection::vec(
+        proptest::collection::vec(any::<u8>(), 0..300), 1..30)) {
+        let mut r = Receiver::new(ReceiverConfig::default(), 3);
+        let now = Instant::now();
+        for d in &dgrams {
+            r.handle_datagram(now, pub_addr(), d, &mut |_| {});
+        }
+        r.handle_timeout(now + ms(1), &mut |_| {});
+        while r.poll_transmit(now + ms(1), &mut [0u8; 2048]).is_some() {}
+    }
+
+    /// Valid frames with arbitrary fields, in any order, never panic the receiver, and
+    /// every NAK it sends is well formed.
+    #[test]
+    fn arbitrary_valid_frames_never_panic(frames in proptest::collection::vec(
+        (0u8..4, any::<u64>(), 0u64..64, 0u64..64, any::<u8>(), 0usize..50), 1..60)) {
+        let mut r = Receiver::new(ReceiverConfig { reorder_window: 16, ..ReceiverConfig::default() }, 3);
+        let mut now = Instant::now();
+        let mut buf = vec![0u8; 4096];
+        for (kind, session, a, b, flags, len) in frames {
+            let session = session % 3;
+            let n = match kind {
+                0 => {
+                    let mut w = DataFrameWriter::begin(&mut buf, 0, session, a).unwrap();
+                    for k in 0..(b % 4 + 1) {
+                        w.push(&mut buf, (flags >> k) & 3, &vec![1u8; len]).unwrap();
+                    }
+                    w.finish(&mut buf)
+                }
+                1 => emit_control(&mut buf, FrameType::Heartbeat, 0, session, a.max(b), a.min(b)).unwrap(),
+                2 => emit_control(&mut buf, FrameType::Close, 0, session, a.max(b), a.min(b)).unwrap(),
+                _ => emit_ranges(&mut buf, FrameType::Unavailable, 0, session, &[SeqRange::new(a.min(b), a.max(b) + 1)]).unwrap(),
+            };
+            r.handle_datagram(now, pub_addr(), &buf[..n], &mut |_| {});
+            now += Duration::from_micros(300);
+            r.handle_timeout(now, &mut |_| {});
+            while let Some(t) = r.poll_transmit(now, &mut buf) {
+                prop_assert!(Frame::parse(&buf[..t.len]).is_ok());
+            }
+        }
+    }
+}
