@@ -183,3 +183,53 @@ fn random_networks_deliver_published_minus_reported_loss() {
         "delivered {total_msgs} messages, recovered {total_recovered} fragments, {total_lost} reported lost"
     );
 }
+
+/// The checker itself must catch each kind of violation, or the property test proves
+/// nothing.
+#[test]
+fn checker_catches_every_kind_of_violation() {
+    let cfg = SimConfig {
+        receivers: 1,
+        publisher: PublisherConfig { ring_frames: 16, ..PublisherConfig::default() },
+        downlink: LinkConfig { loss: 0.2, ..LinkConfig::default() },
+        receiver: patient_receiver(),
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(cfg);
+    sim.run();
+    sim.check().unwrap();
+    let sessions = sim.sessions();
+    let checker = nakcast::sim::Checker::new(&sessions);
+    let log = sim.log(0).to_vec();
+    let msg_at = log.iter().position(|(_, e)| matches!(e, Logged::Message { .. })).unwrap();
+    let loss_at = log.iter().position(|(_, e)| matches!(e, Logged::Loss { .. })).expect("a loss");
+
+    let mut dropped = log.clone();
+    dropped.remove(msg_at);
+    assert!(checker.check(0, &dropped).is_err(), "silently missing message");
+
+    let mut dup = log.clone();
+    dup.insert(msg_at, log[msg_at].clone());
+    assert!(checker.check(0, &dup).is_err(), "duplicate");
+
+    let mut corrupt = log.clone();
+    if let Logged::Message { payload, .. } = &mut corrupt[msg_at].1 {
+        payload.push(0);
+    }
+    assert!(checker.check(0, &corrupt).is_err(), "corrupt payload");
+
+    let mut swapped = log.clone();
+    let next = msg_at + 1 + swapped[msg_at + 1..].iter().position(|(_, e)| matches!(e, Logged::Message { .. })).unwrap();
+    swapped.swap(msg_at, next);
+    assert!(checker.check(0, &swapped).is_err(), "out of order");
+
+    let mut early = log.clone();
+    if let Logged::Loss { at, .. } = &mut early[loss_at].1 {
+        *at = Duration::ZERO;
+    }
+    assert!(checker.check(0, &early).is_err(), "loss reported while the data was retained");
+
+    let mut unreported = log.clone();
+    unreported.remove(loss_at);
+    assert!(checker.check(0, &unreported).is_err(), "loss not reported");
+}
