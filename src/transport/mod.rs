@@ -1,0 +1,13 @@
+//! Socket layer: UDP socket set-up ([`socket`]) and batched, allocation-free
+//! datagram I/O ([`batch`]). No protocol logic lives here.
+//!
+//! Unix only (the batch layer talks to the kernel through `libc`).
+
+pub mod batch;
+pub mod socket;
+
+pub use batch::{Datagram, PushError, RecvBatch, SendBatch, Truncated};
+pub use socket::{
+    BufferSizes, Interface, OpenedSocket, ResolvedInterface, SocketConfig, SocketWarning,
+    TransportError, open_multicast_receiver, open_sender, open_unicast_receiver, resolve_interface,
+};
