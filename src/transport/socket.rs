@@ -637,12 +637,21 @@ pub fn open_multicast_receiver(group: SocketAddr, cfg: &SocketConfig) -> Result<
         return Err(TransportError::NotMulticast { addr: group });
     }
     let iface = resolve_interface(&cfg.interface)?;
+    let label = iface_label(&cfg.interface, &iface);
+    // An interface given by address must match the group's IP version.
+    if let Interface::Addr(a) = cfg.interface
+        && a.is_ipv4() != group.is_ipv4()
+    {
+        return Err(TransportError::InterfaceFamily {
+            addr: group,
+            interface: label,
+        });
+    }
     let s = new_udp(&group)?;
     set_opt(&group, "SO_REUSEADDR", s.set_reuse_address(cfg.reuse_addr))?;
     set_opt(&group, "SO_REUSEPORT", s.set_reuse_port(cfg.reuse_port))?;
     let mut warnings = Vec::new();
     let buffers = set_buffers(&s, &group, cfg, &mut warnings)?;
-    let label = iface_label(&cfg.interface, &iface);
     match group {
         SocketAddr::V4(g) => {
             #[cfg(target_os = "linux")]
@@ -656,12 +665,6 @@ pub fn open_multicast_receiver(group: SocketAddr, cfg: &SocketConfig) -> Result<
             s.bind(&SockAddr::from(bind))
                 .map_err(|source| TransportError::Bind { addr: bind, source })?;
             let joined = match (&cfg.interface, iface.ipv4) {
-                (Interface::Addr(IpAddr::V6(_)), _) => {
-                    return Err(TransportError::InterfaceFamily {
-                        addr: group,
-                        interface: label,
-                    });
-                }
                 (_, Some(a)) => s.join_multicast_v4(g.ip(), &a),
                 (Interface::Any, None) => s.join_multicast_v4(g.ip(), &Ipv4Addr::UNSPECIFIED),
                 #[cfg(target_os = "linux")]
@@ -684,12 +687,6 @@ pub fn open_multicast_receiver(group: SocketAddr, cfg: &SocketConfig) -> Result<
             })?;
         }
         SocketAddr::V6(g) => {
-            if let Interface::Addr(IpAddr::V4(_)) = cfg.interface {
-                return Err(TransportError::InterfaceFamily {
-                    addr: group,
-                    interface: label,
-                });
-            }
             #[cfg(target_os = "linux")]
             set_opt(&group, "IPV6_MULTICAST_ALL", s.set_multicast_all_v6(false))?;
             let bind_ip = if cfg!(target_os = "linux") {
