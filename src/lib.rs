@@ -3,3 +3,5 @@
 
 pub mod proto;
 pub mod sim;
+#[cfg(unix)]
+pub mod transport;

@@ -1,0 +1,833 @@
+//! Batched datagram I/O without per-datagram heap allocation.
+//!
+//! [`RecvBatch`] and [`SendBatch`] own all their memory (payload buffers,
+//! `iovec`s, `sockaddr_storage`s and, on Linux, `mmsghdr`s), allocated once in
+//! `new`. On Linux/Android a whole batch moves with one `recvmmsg(2)` /
+//! `sendmmsg(2)`; elsewhere (and through [`RecvBatch::recv_each`] /
+//! [`SendBatch::send_each`] everywhere) one `recvmsg(2)`/`sendto(2)` per
+//! datagram is used with the same buffers.
+//!
+//! Pointer discipline: the raw pointers handed to the kernel (buffer bases,
+//! iovec and sockaddr addresses) are rebuilt from the owning boxed slices at
+//! the start of every call and only used during that call. The boxed slices are
+//! never reallocated after `new`, but correctness does not depend on it: no
+//! pointer is kept across calls, so none can dangle.
+
+use std::fmt;
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::ptr;
+
+/// Default number of datagrams per batch.
+pub const DEFAULT_BATCH: usize = 32;
+/// Default per-datagram buffer size in bytes.
+pub const DEFAULT_DATAGRAM_CAPACITY: usize = 2048;
+/// Upper bound on batch length (the kernel's `UIO_MAXIOV`, the `vlen` cap of
+/// `recvmmsg`/`sendmmsg`).
+pub const MAX_BATCH: usize = 1024;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const RECV_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_TRUNC;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const RECV_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
+
+const STORAGE_LEN: libc::socklen_t = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+
+fn zeroed_storage() -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value
+    // (family AF_UNSPEC).
+    unsafe { mem::zeroed() }
+}
+
+/// Writes `addr` into `out` in C layout and returns the length to pass to the
+/// kernel.
+fn write_sockaddr(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    *out = zeroed_storage();
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is at least as large and as aligned as
+            // sockaddr_in (that is its purpose), and `out` is an exclusive
+            // reference, so viewing it as a sockaddr_in is sound.
+            let sin =
+                unsafe { &mut *(out as *mut libc::sockaddr_storage as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            };
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 =
+                unsafe { &mut *(out as *mut libc::sockaddr_storage as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo().to_be();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_scope_id = a.scope_id();
+            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+/// Reads a kernel-filled `sockaddr_storage`. Unknown families (never produced
+/// for UDP/IP sockets) map to `0.0.0.0:0`.
+fn read_sockaddr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> SocketAddr {
+    let len = len as usize;
+    match i32::from(s.ss_family) {
+        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: family AF_INET and length checked; storage is aligned
+            // and large enough for sockaddr_in.
+            let sin = unsafe { &*(s as *const libc::sockaddr_storage as *const libc::sockaddr_in) };
+            SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            ))
+        }
+        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: family AF_INET6 and length checked; storage is aligned
+            // and large enough for sockaddr_in6.
+            let sin6 =
+                unsafe { &*(s as *const libc::sockaddr_storage as *const libc::sockaddr_in6) };
+            SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                u32::from_be(sin6.sin6_flowinfo),
+                sin6.sin6_scope_id,
+            ))
+        }
+        _ => SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+    }
+}
+
+fn check_dims(count: usize, datagram_capacity: usize) {
+    assert!(
+        (1..=MAX_BATCH).contains(&count),
+        "batch length must be in 1..={MAX_BATCH}, got {count}"
+    );
+    assert!(datagram_capacity > 0, "datagram capacity must be > 0");
+    assert!(
+        count.checked_mul(datagram_capacity).is_some(),
+        "batch too large"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Receive
+// ---------------------------------------------------------------------------
+
+/// One whole datagram from a [`RecvBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram<'a> {
+    /// Sender's address (for multicast: the sender socket's local address).
+    pub source: SocketAddr,
+    /// Payload, complete.
+    pub payload: &'a [u8],
+}
+
+/// A datagram that did not fit in its buffer; its payload is not exposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Truncated {
+    /// Sender's address.
+    pub source: SocketAddr,
+    /// Original datagram length on Linux/Android (where `MSG_TRUNC` reports
+    /// it); elsewhere only the buffer size is known and this equals
+    /// `capacity`.
+    pub len: usize,
+    /// Size of the buffer it was received into.
+    pub capacity: usize,
+}
+
+impl fmt::Display for Truncated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "datagram from {} truncated: {} bytes into a {}-byte buffer; increase the receive \
+             datagram capacity or lower the sender's maximum datagram size",
+            self.source, self.len, self.capacity
+        )
+    }
+}
+
+impl std::error::Error for Truncated {}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RecvSlot {
+    /// Bytes reported by the kernel (original length when truncated on Linux).
+    len: usize,
+    addr_len: libc::socklen_t,
+    truncated: bool,
+}
+
+/// A preallocated batch of receive buffers.
+///
+/// ```no_run
+/// # use nakcast::transport::batch::RecvBatch;
+/// # fn f(sock: &std::net::UdpSocket) -> std::io::Result<()> {
+/// let mut batch = RecvBatch::new(32, 2048);
+/// match batch.recv(sock) {
+///     Ok(_) => {
+///         for d in batch.iter() {
+///             match d {
+///                 Ok(d) => println!("{} bytes from {}", d.payload.len(), d.source),
+///                 Err(t) => eprintln!("{t}"),
+///             }
+///         }
+///     }
+///     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(()) }
+/// ```
+pub struct RecvBatch {
+    /// `count * cap` bytes; slot `i` is `buf[i*cap..(i+1)*cap]`.
+    buf: Box<[u8]>,
+    cap: usize,
+    addrs: Box<[libc::sockaddr_storage]>,
+    slots: Box<[RecvSlot]>,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    iovecs: Box<[libc::iovec]>,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    hdrs: Box<[libc::mmsghdr]>,
+    /// Datagrams held from the last receive.
+    filled: usize,
+    truncated_total: u64,
+}
+
+// SAFETY: the only non-Send fields are the raw pointers inside `iovecs` and
+// `hdrs`. They point exclusively into heap memory owned by this same value, are
+// rewritten before every system call and never dereferenced by Rust code, so
+// moving the value to another thread cannot create shared mutable aliasing.
+unsafe impl Send for RecvBatch {}
+// SAFETY: `&RecvBatch` only permits reading the payload buffers and metadata;
+// the raw pointers are used solely through `&mut self` methods.
+unsafe impl Sync for RecvBatch {}
+
+impl fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("batch", &self.slots.len())
+            .field("datagram_capacity", &self.cap)
+            .field("filled", &self.filled)
+            .field("truncated_total", &self.truncated_total)
+            .finish()
+    }
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch::new(DEFAULT_BATCH, DEFAULT_DATAGRAM_CAPACITY)
+    }
+}
+
+impl RecvBatch {
+    /// Allocates `count` buffers of `datagram_capacity` bytes each, plus all
+    /// the headers. This is the only allocation the batch ever makes.
+    ///
+    /// # Panics
+    /// If `count` is 0 or above [`MAX_BATCH`], or `datagram_capacity` is 0.
+    pub fn new(count: usize, datagram_capacity: usize) -> Self {
+        check_dims(count, datagram_capacity);
+        RecvBatch {
+            buf: vec![0u8; count * datagram_capacity].into_boxed_slice(),
+            cap: datagram_capacity,
+            addrs: vec![zeroed_storage(); count].into_boxed_slice(),
+            slots: vec![RecvSlot::default(); count].into_boxed_slice(),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            iovecs: vec![
+                libc::iovec {
+                    iov_base: ptr::null_mut(),
+                    iov_len: 0,
+                };
+                count
+            ]
+            .into_boxed_slice(),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            // SAFETY: mmsghdr is plain old data (integers and raw pointers);
+            // all-zero (null pointers, zero lengths) is a valid value.
+            hdrs: (0..count)
+                .map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() })
+                .collect(),
+            filled: 0,
+            truncated_total: 0,
+        }
+    }
+
+    /// Maximum datagrams per receive call.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Bytes available per datagram; larger datagrams are reported as
+    /// [`Truncated`].
+    pub fn datagram_capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Number of datagrams (whole or truncated) held from the last receive.
+    pub fn len(&self) -> usize {
+        self.filled
+    }
+
+    /// `true` if the last receive produced nothing.
+    pub fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
+    /// Total truncated datagrams seen by this batch since creation.
+    pub fn truncated_total(&self) -> u64 {
+        self.truncated_total
+    }
+
+    /// Datagram `i` of the last receive: `Ok` if whole, `Err` if it was
+    /// truncated. `None` if `i >= len()`.
+    pub fn get(&self, i: usize) -> Option<Result<Datagram<'_>, Truncated>> {
+        if i >= self.filled {
+            return None;
+        }
+        let slot = &self.slots[i];
+        let source = read_sockaddr(&self.addrs[i], slot.addr_len);
+        if slot.truncated {
+            return Some(Err(Truncated {
+                source,
+                len: slot.len.max(self.cap),
+                capacity: self.cap,
+            }));
+        }
+        let start = i * self.cap;
+        Some(Ok(Datagram {
+            source,
+            payload: &self.buf[start..start + slot.len],
+        }))
+    }
+
+    /// Iterates over the datagrams of the last receive, in arrival order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Result<Datagram<'_>, Truncated>> + '_ {
+        (0..self.filled).map(move |i| self.get(i).expect("index below filled"))
+    }
+
+    /// Receives up to [`capacity`](Self::capacity) datagrams without
+    /// blocking, replacing the previous contents.
+    ///
+    /// Uses one `recvmmsg(MSG_DONTWAIT)` on Linux/Android, otherwise
+    /// [`recv_each`](Self::recv_each). Returns the number held (`>= 1`), or
+    /// `Err(WouldBlock)` if nothing was queued. Works on blocking and
+    /// non-blocking sockets alike (`std`, `mio` or `socket2`).
+    pub fn recv<S: AsFd>(&mut self, socket: &S) -> io::Result<usize> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            self.recv_mmsg(socket.as_fd().as_raw_fd())
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            self.recv_each(socket)
+        }
+    }
+
+    fn finish_slot(&mut self, i: usize, len: usize, addr_len: libc::socklen_t, msg_flags: i32) {
+        let truncated = (msg_flags & libc::MSG_TRUNC) != 0 || len > self.cap;
+        self.truncated_total += u64::from(truncated);
+        self.slots[i] = RecvSlot {
+            len,
+            addr_len,
+            truncated,
+        };
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn recv_mmsg(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.filled = 0;
+        let n = self.slots.len();
+        let cap = self.cap;
+        // Pointers are derived afresh from the owning boxes on every call, in
+        // an order such that no later safe access invalidates an earlier
+        // pointer: buffer base, then iovecs (written, then pointer taken), then
+        // addrs pointer, then hdrs (written, then pointer taken).
+        let base = self.buf.as_mut_ptr();
+        for (i, iov) in self.iovecs.iter_mut().enumerate() {
+            // SAFETY: i < n, so i*cap + cap <= buf.len(): the pointer stays in
+            // bounds of the buffer allocation.
+            iov.iov_base = unsafe { base.add(i * cap) }.cast();
+            iov.iov_len = cap;
+        }
+        let iov_ptr = self.iovecs.as_mut_ptr();
+        let addr_ptr = self.addrs.as_mut_ptr();
+        for (i, h) in self.hdrs.iter_mut().enumerate() {
+            // SAFETY: i < n == iovecs.len() == addrs.len(): in-bounds offsets.
+            let (iov, name) = unsafe { (iov_ptr.add(i), addr_ptr.add(i)) };
+            h.msg_hdr.msg_name = name.cast();
+            h.msg_hdr.msg_namelen = STORAGE_LEN;
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        let hdr_ptr = self.hdrs.as_mut_ptr();
+        let r = loop {
+            // SAFETY: `hdr_ptr` points to `n` initialised mmsghdrs; each
+            // references one iovec covering exactly its `cap`-byte slot of
+            // `buf` and one sockaddr_storage of STORAGE_LEN bytes. All of that
+            // memory is owned by `self`, which is exclusively borrowed for the
+            // whole call, so nothing else aliases it and it cannot be freed or
+            // moved while the kernel writes. A null timeout is allowed.
+            let r =
+                unsafe { libc::recvmmsg(fd, hdr_ptr, n as _, RECV_FLAGS as _, ptr::null_mut()) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            break r as usize;
+        };
+        for i in 0..r {
+            let h = &self.hdrs[i];
+            let (len, alen, flags) = (
+                h.msg_len as usize,
+                h.msg_hdr.msg_namelen,
+                h.msg_hdr.msg_flags,
+            );
+            self.finish_slot(i, len, alen, flags);
+        }
+        self.filled = r;
+        Ok(r)
+    }
+
+    /// Like [`recv`](Self::recv) but with one `recvmsg(2)` system call per
+    /// datagram (the portable fallback; also useful for comparison).
+    ///
+    /// Stops at the first `WouldBlock`; an error after at least one datagram
+    /// was received is dropped in favour of returning what was received.
+    pub fn recv_each<S: AsFd>(&mut self, socket: &S) -> io::Result<usize> {
+        let fd = socket.as_fd().as_raw_fd();
+        self.filled = 0;
+        let cap = self.cap;
+        let base = self.buf.as_mut_ptr();
+        let addr_ptr = self.addrs.as_mut_ptr();
+        let mut i = 0;
+        while i < self.slots.len() {
+            let mut iov = libc::iovec {
+                // SAFETY: i < count, so the slot lies within `buf`.
+                iov_base: unsafe { base.add(i * cap) }.cast(),
+                iov_len: cap,
+            };
+            // SAFETY: msghdr is plain old data; zero is a valid initial value
+            // (also covers platform-specific padding fields).
+            let mut h: libc::msghdr = unsafe { mem::zeroed() };
+            // SAFETY: i < count == addrs.len().
+            h.msg_name = unsafe { addr_ptr.add(i) }.cast();
+            h.msg_namelen = STORAGE_LEN;
+            h.msg_iov = &mut iov;
+            h.msg_iovlen = 1;
+            // SAFETY: `h` points to a live stack iovec covering slot `i` of
+            // `buf` and to `addrs[i]`; both are owned by `self`, exclusively
+            // borrowed for this call, and outlive the system call.
+            let r = unsafe { libc::recvmsg(fd, &mut h, RECV_FLAGS) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    _ if i > 0 => break,
+                    _ => return Err(e),
+                }
+            }
+            let (alen, flags) = (h.msg_namelen, h.msg_flags);
+            self.finish_slot(i, r as usize, alen, flags);
+            i += 1;
+        }
+        self.filled = i;
+        Ok(i)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Send
+// ---------------------------------------------------------------------------
+
+/// Why a datagram could not be queued in a [`SendBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// All slots hold unsent datagrams; call [`SendBatch::send`] first.
+    Full,
+    /// The payload is larger than the per-datagram buffer.
+    TooLarge {
+        /// Payload length.
+        len: usize,
+        /// Buffer size.
+        capacity: usize,
+    },
+}
+
+impl fmt::Display for PushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushError::Full => f.write_str("send batch is full; send it before queuing more"),
+            PushError::TooLarge { len, capacity } => write!(
+                f,
+                "datagram of {len} bytes exceeds the {capacity}-byte send buffer slot"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PushError {}
+
+/// A preallocated queue of outgoing datagrams, sent with `sendmmsg(2)`.
+///
+/// Datagrams are written straight into the batch's buffers
+/// ([`push`](Self::push) copies, [`push_with`](Self::push_with) lets the
+/// caller encode in place). [`send`](Self::send) transmits as many as the
+/// kernel accepts; anything not sent (partial send, `WouldBlock`) stays queued,
+/// in order, for the next call.
+pub struct SendBatch {
+    /// `count * cap` bytes; slot `i` is `buf[i*cap..(i+1)*cap]`.
+    buf: Box<[u8]>,
+    cap: usize,
+    lens: Box<[usize]>,
+    dests: Box<[libc::sockaddr_storage]>,
+    /// 0 = use the connected destination.
+    dest_lens: Box<[libc::socklen_t]>,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    iovecs: Box<[libc::iovec]>,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    hdrs: Box<[libc::mmsghdr]>,
+    /// First unsent slot.
+    head: usize,
+    /// One past the last queued slot.
+    tail: usize,
+}
+
+// SAFETY: same argument as for RecvBatch: the raw pointers in `iovecs`/`hdrs`
+// only ever point into memory owned by this value, are rebuilt before each
+// system call and never dereferenced by Rust code.
+unsafe impl Send for SendBatch {}
+// SAFETY: `&SendBatch` exposes only lengths; raw pointers are used solely via
+// `&mut self`.
+unsafe impl Sync for SendBatch {}
+
+impl fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendBatch")
+            .field("batch", &self.lens.len())
+            .field("datagram_capacity", &self.cap)
+            .field("queued", &self.len())
+            .finish()
+    }
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        SendBatch::new(DEFAULT_BATCH, DEFAULT_DATAGRAM_CAPACITY)
+    }
+}
+
+impl SendBatch {
+    /// Allocates `count` slots of `datagram_capacity` bytes plus headers; the
+    /// only allocation the batch ever makes.
+    ///
+    /// # Panics
+    /// If `count` is 0 or above [`MAX_BATCH`], or `datagram_capacity` is 0.
+    pub fn new(count: usize, datagram_capacity: usize) -> Self {
+        check_dims(count, datagram_capacity);
+        SendBatch {
+            buf: vec![0u8; count * datagram_capacity].into_boxed_slice(),
+            cap: datagram_capacity,
+            lens: vec![0; count].into_boxed_slice(),
+            dests: vec![zeroed_storage(); count].into_boxed_slice(),
+            dest_lens: vec![0; count].into_boxed_slice(),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            iovecs: vec![
+                libc::iovec {
+                    iov_base: ptr::null_mut(),
+                    iov_len: 0,
+                };
+                count
+            ]
+            .into_boxed_slice(),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+            hdrs: (0..count)
+                .map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() })
+                .collect(),
+            head: 0,
+            tail: 0,
+        }
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Bytes available per datagram.
+    pub fn datagram_capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Datagrams queued and not yet sent.
+    pub fn len(&self) -> usize {
+        self.tail - self.head
+    }
+
+    /// `true` when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.head == self.tail
+    }
+
+    /// `true` when no more datagrams can be queued.
+    pub fn is_full(&self) -> bool {
+        self.len() == self.capacity()
+    }
+
+    /// Drops every queued datagram.
+    pub fn clear(&mut self) {
+        self.head = 0;
+        self.tail = 0;
+    }
+
+    /// Drops the oldest queued datagram (e.g. after [`send`](Self::send)
+    /// reported an error specific to it, such as `EMSGSIZE`). Returns `false`
+    /// if the queue was empty.
+    pub fn pop_front(&mut self) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        self.head += 1;
+        if self.head == self.tail {
+            self.clear();
+        }
+        true
+    }
+
+    /// Returns a free slot index, compacting unsent datagrams to the front if
+    /// the tail reached the end.
+    fn free_slot(&mut self) -> Result<usize, PushError> {
+        if self.tail == self.capacity() {
+            if self.head == 0 {
+                return Err(PushError::Full);
+            }
+            let (h, t, cap) = (self.head, self.tail, self.cap);
+            self.buf.copy_within(h * cap..t * cap, 0);
+            self.lens.copy_within(h..t, 0);
+            self.dests.copy_within(h..t, 0);
+            self.dest_lens.copy_within(h..t, 0);
+            self.tail = t - h;
+            self.head = 0;
+        }
+        Ok(self.tail)
+    }
+
+    /// Queues a copy of `payload` for `dest` (`None` = the socket's connected
+    /// destination).
+    pub fn push(&mut self, payload: &[u8], dest: Option<SocketAddr>) -> Result<(), PushError> {
+        if payload.len() > self.cap {
+            return Err(PushError::TooLarge {
+                len: payload.len(),
+                capacity: self.cap,
+            });
+        }
+        self.push_with(dest, |slot| {
+            slot[..payload.len()].copy_from_slice(payload);
+            payload.len()
+        })
+    }
+
+    /// Queues a datagram encoded in place: `encode` receives the whole
+    /// `datagram_capacity()`-byte slot and returns how many bytes it wrote.
+    ///
+    /// # Panics
+    /// If `encode` returns more than the slot size.
+    pub fn push_with<F: FnOnce(&mut [u8]) -> usize>(
+        &mut self,
+        dest: Option<SocketAddr>,
+        encode: F,
+    ) -> Result<(), PushError> {
+        let i = self.free_slot()?;
+        let cap = self.cap;
+        let n = encode(&mut self.buf[i * cap..(i + 1) * cap]);
+        assert!(n <= cap, "encoder wrote {n} bytes into a {cap}-byte slot");
+        self.lens[i] = n;
+        self.dest_lens[i] = match dest {
+            Some(a) => write_sockaddr(&a, &mut self.dests[i]),
+            None => 0,
+        };
+        self.tail += 1;
+        Ok(())
+    }
+
+    /// Sends queued datagrams without blocking, oldest first.
+    ///
+    /// Returns how many were sent by this call. Unsent datagrams (kernel
+    /// buffer full, i.e. `WouldBlock`, or a partial `sendmmsg`) stay queued:
+    /// check [`is_empty`](Self::is_empty) and wait for writability before
+    /// calling again. `WouldBlock` is never returned as an error. Any other
+    /// error is returned only if nothing was sent in this call; the datagram
+    /// that failed stays at the front (drop it with
+    /// [`pop_front`](Self::pop_front) if the error is specific to it).
+    pub fn send<S: AsFd>(&mut self, socket: &S) -> io::Result<usize> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            self.send_mmsg(socket.as_fd().as_raw_fd())
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            self.send_each(socket)
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.head += n;
+        if self.head == self.tail {
+            self.clear();
+        }
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn send_mmsg(&mut self, fd: RawFd) -> io::Result<usize> {
+        let mut sent = 0;
+        while !self.is_empty() {
+            let (h0, t0, cap) = (self.head, self.tail, self.cap);
+            // Rebuild every pointer for the queued range from the owning
+            // boxes (same ordering discipline as RecvBatch::recv_mmsg).
+            let base = self.buf.as_mut_ptr();
+            for i in h0..t0 {
+                // SAFETY: i < count, so the slot lies within `buf`.
+                self.iovecs[i].iov_base = unsafe { base.add(i * cap) }.cast();
+                self.iovecs[i].iov_len = self.lens[i];
+            }
+            let iov_ptr = self.iovecs.as_mut_ptr();
+            let dest_ptr = self.dests.as_mut_ptr();
+            for i in h0..t0 {
+                let h = &mut self.hdrs[i];
+                let dl = self.dest_lens[i];
+                h.msg_hdr.msg_name = if dl == 0 {
+                    ptr::null_mut()
+                } else {
+                    // SAFETY: i < count == dests.len().
+                    unsafe { dest_ptr.add(i) }.cast()
+                };
+                h.msg_hdr.msg_namelen = dl;
+                // SAFETY: i < count == iovecs.len().
+                h.msg_hdr.msg_iov = unsafe { iov_ptr.add(i) };
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_control = ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+                h.msg_hdr.msg_flags = 0;
+                h.msg_len = 0;
+            }
+            // SAFETY: h0 < t0 <= count, so the offset is in bounds.
+            let hdr_ptr = unsafe { self.hdrs.as_mut_ptr().add(h0) };
+            // SAFETY: `hdr_ptr` points to t0-h0 initialised mmsghdrs, each
+            // referencing an iovec over `lens[i]` (<= cap) initialised bytes of
+            // its slot and either no address or `dests[i]` with its length.
+            // All memory is owned by `self`, exclusively borrowed for the
+            // call, so it cannot be freed, moved or aliased meanwhile; the
+            // kernel only reads the payloads and writes `msg_len`.
+            let r = unsafe { libc::sendmmsg(fd, hdr_ptr, (t0 - h0) as _, libc::MSG_DONTWAIT as _) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => return Ok(sent),
+                    _ if sent > 0 => return Ok(sent),
+                    _ => return Err(e),
+                }
+            }
+            let r = r as usize;
+            sent += r;
+            self.advance(r);
+        }
+        Ok(sent)
+    }
+
+    /// Like [`send`](Self::send) but with one `sendto(2)` system call per
+    /// datagram (the portable fallback; also useful for comparison).
+    pub fn send_each<S: AsFd>(&mut self, socket: &S) -> io::Result<usize> {
+        let fd = socket.as_fd().as_raw_fd();
+        let mut sent = 0;
+        while !self.is_empty() {
+            let i = self.head;
+            let start = i * self.cap;
+            let payload = &self.buf[start..start + self.lens[i]];
+            let dl = self.dest_lens[i];
+            let dest: *const libc::sockaddr = if dl == 0 {
+                ptr::null()
+            } else {
+                (&self.dests[i] as *const libc::sockaddr_storage).cast()
+            };
+            // SAFETY: `payload` is a live slice of `payload.len()` bytes; `dest`
+            // is null with length 0 or points to `dests[i]` holding `dl` valid
+            // bytes; both are borrowed from `self` for the duration of the call.
+            let r = unsafe {
+                libc::sendto(
+                    fd,
+                    payload.as_ptr().cast(),
+                    payload.len(),
+                    libc::MSG_DONTWAIT,
+                    dest,
+                    dl,
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => return Ok(sent),
+                    _ if sent > 0 => return Ok(sent),
+                    _ => return Err(e),
+                }
+            }
+            sent += 1;
+            self.advance(1);
+        }
+        Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_roundtrip() {
+        let mut st = zeroed_storage();
+        for a in [
+            "127.0.0.1:4000".parse::<SocketAddr>().unwrap(),
+            "[ff02::1:2]:5000".parse().unwrap(),
+            SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 7, 0, 3)),
+        ] {
+            let l = write_sockaddr(&a, &mut st);
+            assert_eq!(read_sockaddr(&st, l), a);
+        }
+    }
+
+    #[test]
+    fn send_queue_compacts() {
+        let mut b = SendBatch::new(3, 8);
+        for i in 0..3u8 {
+            b.push(&[i; 4], None).unwrap();
+        }
+        assert_eq!(b.push(&[9], None), Err(PushError::Full));
+        assert_eq!(
+            b.push(&[0; 9], None),
+            Err(PushError::TooLarge {
+                len: 9,
+                capacity: 8
+            })
+        );
+        assert!(b.pop_front());
+        b.push(&[7; 2], None).unwrap();
+        assert_eq!((b.head, b.tail), (0, 3));
+        assert_eq!(&b.buf[..4], &[1; 4]);
+        assert_eq!(&b.buf[16..18], &[7; 2]);
+        assert_eq!(b.lens[2], 2);
+    }
+}
