@@ -1,7 +1,26 @@
 //! nakcast: brokerless, low-latency UDP multicast messaging with NACK-based loss recovery.
+//!
+//! # Layers
+//! ```text
+//! user ──offer──▶ transport::Publisher ──▶ proto::Publisher ──frames──▶ socket ──▶ group
+//! group ──▶ socket ──▶ transport::Subscriber ──▶ proto::Receiver ──events──▶ user
+//!                                   NAKs ◀── unicast ──┘
+//! ```
+//! - [`proto`]: the sans-IO core (wire format, publisher and receiver state machines). No
+//!   sockets, clocks or threads: bytes and an `Instant` in, frames, events and deadlines out.
+//! - [`sim`]: a deterministic network simulator that drives the core in virtual time.
+//! - [`transport`]: sockets, batched syscalls, and the [`Publisher`] / [`Subscriber`] API.
 #![deny(unsafe_code)]
 
 pub mod proto;
 pub mod sim;
 #[cfg(unix)]
 pub mod transport;
+
+pub use proto::publisher::PublisherConfig;
+pub use proto::{Event, JoinPolicy, LossReason, OfferError, ReceiverConfig, SourceId};
+#[cfg(unix)]
+pub use transport::{
+    Channel, Error, IdleStrategy, Interface, Publisher, PublisherOptions, SocketConfig, Subscriber,
+    SubscriberOptions,
+};

@@ -1,16 +1,27 @@
-//! Socket layer: UDP socket set-up ([`socket`]) and batched, allocation-free
-//! datagram I/O ([`batch`]). No protocol logic lives here.
+//! The I/O layer: sockets, batched syscalls and the user-facing [`Publisher`] and
+//! [`Subscriber`] that drive the protocol core.
 //!
 //! Unix only (the batch layer talks to the kernel through `libc`).
 
 // The only modules allowed `unsafe`: syscall wrappers, each block with a SAFETY comment.
 #[allow(unsafe_code)]
 pub mod batch;
+pub mod channel;
+pub mod error;
+pub mod idle;
+pub mod publisher;
 #[allow(unsafe_code)]
 pub mod socket;
+pub mod subscriber;
 
 pub use batch::{Datagram, PushError, RecvBatch, SendBatch, Truncated};
+pub use channel::{Channel, ChannelParseError};
+pub use error::Error;
+pub use idle::IdleStrategy;
+pub use publisher::{Publisher, PublisherOptions};
 pub use socket::{
     BufferSizes, Interface, OpenedSocket, ResolvedInterface, SocketConfig, SocketWarning,
-    TransportError, open_multicast_receiver, open_sender, open_unicast_receiver, resolve_interface,
+    TransportError, open_multicast_receiver, open_reply_receiver, open_sender,
+    open_unicast_receiver, resolve_interface,
 };
+pub use subscriber::{Subscriber, SubscriberOptions};

@@ -817,6 +817,9 @@ pub fn open_sender(dest: SocketAddr, cfg: &SocketConfig) -> Result<OpenedSocket>
     if cfg.source_port != 0 {
         set_opt(&dest, "SO_REUSEADDR", s.set_reuse_address(cfg.reuse_addr))?;
     }
+    // Always shareable, so that `open_reply_receiver` can bind the same address for the
+    // unicast replies (NAKs) this connected socket cannot receive.
+    set_opt(&dest, "SO_REUSEPORT", s.set_reuse_port(true))?;
     s.bind(&SockAddr::from(bind))
         .map_err(|source| TransportError::Bind { addr: bind, source })?;
     s.connect(&SockAddr::from(connect_to))
@@ -825,6 +828,29 @@ pub fn open_sender(dest: SocketAddr, cfg: &SocketConfig) -> Result<OpenedSocket>
             source,
         })?;
     let local_addr = local_addr_of(&s, &dest)?;
+    Ok(OpenedSocket {
+        socket: s.into(),
+        local_addr,
+        buffers,
+        warnings,
+    })
+}
+
+/// Opens a non-blocking socket bound to the same local address as `sender` (from
+/// [`open_sender`]) to receive the unicast replies (NAKs) addressed to it, which the
+/// connected sender cannot receive.
+///
+/// Both sockets carry `SO_REUSEPORT`; the kernel hands a datagram from the connected peer
+/// to the sender and every other datagram to this socket.
+pub fn open_reply_receiver(sender: &OpenedSocket, cfg: &SocketConfig) -> Result<OpenedSocket> {
+    let addr = sender.local_addr;
+    let s = new_udp(&addr)?;
+    set_opt(&addr, "SO_REUSEPORT", s.set_reuse_port(true))?;
+    let mut warnings = Vec::new();
+    let buffers = set_buffers(&s, &addr, cfg, &mut warnings)?;
+    s.bind(&SockAddr::from(addr))
+        .map_err(|source| TransportError::Bind { addr, source })?;
+    let local_addr = local_addr_of(&s, &addr)?;
     Ok(OpenedSocket {
         socket: s.into(),
         local_addr,

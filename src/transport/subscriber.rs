@@ -1,0 +1,266 @@
+//! The user-facing subscriber: the receiver core on real sockets.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::batch::{RecvBatch, SendBatch};
+use super::channel::Channel;
+use super::error::Error;
+use super::publisher::{log_warning, random_session};
+use super::socket::{self, SocketConfig, SocketWarning};
+use crate::proto::receiver::{Event, Receiver, ReceiverConfig, ReceiverStats};
+use crate::proto::transmit::Destination;
+
+/// Everything a [`Subscriber`] needs; plain data with defaults, loadable from TOML/JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubscriberOptions {
+    /// What to subscribe to. Only the channel's stream is delivered.
+    pub channel: Channel,
+    /// Socket settings (interface, buffers, SO_REUSEPORT).
+    #[serde(default)]
+    pub socket: SocketConfig,
+    /// Protocol settings (join policy, NAK timing, limits). Its `stream` is replaced by the
+    /// channel's.
+    #[serde(default)]
+    pub protocol: ReceiverConfig,
+    /// Drop this fraction of received datagrams before the protocol sees them (0 = off):
+    /// real loss for demos and tests over real sockets.
+    #[serde(default)]
+    pub inject_loss: f64,
+}
+
+impl SubscriberOptions {
+    /// Options for `channel` with every default.
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            channel,
+            socket: SocketConfig::default(),
+            protocol: ReceiverConfig::default(),
+            inject_loss: 0.0,
+        }
+    }
+}
+
+/// Receives one channel: delivers messages in order per publisher, recovers losses with
+/// NAKs, and reports what cannot be recovered.
+///
+/// Drive it from one thread: [`poll`](Self::poll) in a busy loop for the lowest latency, or
+/// [`recv_timeout`](Self::recv_timeout) to block until something arrives.
+///
+/// ```no_run
+/// use nakcast::{Channel, Event, Subscriber, SubscriberOptions};
+/// let channel: Channel = "udp://239.255.0.1:40456?interface=127.0.0.1&stream=7".parse()?;
+/// let mut sub = Subscriber::new(SubscriberOptions::new(channel))?;
+/// loop {
+///     sub.poll(&mut |event| match event {
+///         Event::Message { seq, payload, .. } => println!("{seq}: {} bytes", payload.len()),
+///         Event::Loss { range, reason, .. } => eprintln!("lost {range}: {reason:?}"),
+///         _ => {}
+///     }, 64)?;
+/// #   break;
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Subscriber {
+    core: Receiver,
+    data: UdpSocket,
+    control: UdpSocket,
+    recv: RecvBatch,
+    send: SendBatch,
+    frame: Vec<u8>,
+    loss: Option<(f64, SmallRng)>,
+    injected_drops: u64,
+    truncated: u64,
+    poller: Poll,
+    events: Events,
+    warnings: Vec<SocketWarning>,
+}
+
+const DATA: Token = Token(0);
+
+impl Subscriber {
+    /// Open the sockets (join the group) and start receiving.
+    pub fn new(opts: SubscriberOptions) -> Result<Self, Error> {
+        let mut socket_cfg = opts.socket.clone();
+        socket_cfg.interface = opts.channel.interface.clone();
+        let data = socket::open_multicast_receiver(opts.channel.endpoint, &socket_cfg)?;
+        let any: SocketAddr = match opts.channel.endpoint {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let control = socket::open_unicast_receiver(
+            any,
+            &SocketConfig {
+                recv_buffer: 64 << 10,
+                send_buffer: 256 << 10,
+                ..socket_cfg.clone()
+            },
+        )?;
+        let warnings = data.warnings.clone();
+        for w in &warnings {
+            log_warning(w);
+        }
+        let mut cfg = opts.protocol.clone();
+        cfg.stream = Some(opts.channel.stream);
+        let poller = Poll::new()?;
+        poller.registry().register(
+            &mut SourceFd(&data.socket.as_raw_fd()),
+            DATA,
+            Interest::READABLE,
+        )?;
+        let loss = (opts.inject_loss > 0.0).then(|| {
+            (
+                opts.inject_loss.min(1.0),
+                SmallRng::seed_from_u64(random_session()),
+            )
+        });
+        Ok(Self {
+            core: Receiver::new(cfg, random_session()),
+            data: data.socket,
+            control: control.socket,
+            recv: RecvBatch::new(
+                32,
+                65_536.min(2048.max(opts.socket.recv_buffer.min(65_536))),
+            ),
+            send: SendBatch::new(8, 2048),
+            frame: vec![0; 2048],
+            loss,
+            injected_drops: 0,
+            truncated: 0,
+            poller,
+            events: Events::with_capacity(4),
+            warnings,
+        })
+    }
+
+    /// One duty cycle without blocking: receive up to `limit` datagrams, hand every event
+    /// to `handler` (messages in order per publisher, payload valid during the call), run
+    /// timers and send due NAKs. Returns the work done (datagrams received plus NAKs
+    /// sent), for idle strategies.
+    pub fn poll<F: FnMut(Event<'_>)>(
+        &mut self,
+        handler: &mut F,
+        limit: usize,
+    ) -> Result<usize, Error> {
+        let now = Instant::now();
+        let mut work = 0;
+        while work < limit.max(1) {
+            match self.recv.recv(&self.data) {
+                Ok(n) => {
+                    work += n;
+                    for d in self.recv.iter() {
+                        let d = match d {
+                            Ok(d) => d,
+                            Err(_) => {
+                                self.truncated += 1;
+                                continue;
+                            }
+                        };
+                        if let Some((p, rng)) = &mut self.loss {
+                            if rng.random_bool(*p) {
+                                self.injected_drops += 1;
+                                continue;
+                            }
+                        }
+                        self.core.handle_datagram(now, d.source, d.payload, handler);
+                    }
+                    if n < self.recv.capacity() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now, handler);
+        }
+        work += self.transmit(now);
+        Ok(work)
+    }
+
+    fn transmit(&mut self, now: Instant) -> usize {
+        let mut sent = 0;
+        while let Some(t) = self.core.poll_transmit(now, &mut self.frame) {
+            let dest = match t.destination {
+                Destination::Unicast(a) => a,
+                Destination::Group => continue,
+            };
+            if self.send.push(&self.frame[..t.len], Some(dest)).is_err() {
+                break;
+            }
+            if self.send.is_full() {
+                sent += self.flush_sends();
+            }
+        }
+        sent + self.flush_sends()
+    }
+
+    fn flush_sends(&mut self) -> usize {
+        match self.send.send(&self.control) {
+            Ok(n) => n,
+            Err(_) => {
+                // An unreachable publisher: drop the NAK; the retry timer covers it.
+                self.send.pop_front();
+                0
+            }
+        }
+    }
+
+    /// Block until a datagram arrives, a timer is due, or `timeout` passes; then run one
+    /// duty cycle. Returns the work done (0 on timeout).
+    pub fn recv_timeout<F: FnMut(Event<'_>)>(
+        &mut self,
+        handler: &mut F,
+        timeout: Duration,
+    ) -> Result<usize, Error> {
+        let work = self.poll(handler, usize::MAX)?;
+        if work > 0 {
+            return Ok(work);
+        }
+        let now = Instant::now();
+        let mut wait = timeout;
+        if let Some(t) = self.core.poll_timeout() {
+            wait = wait.min(t.saturating_duration_since(now));
+        }
+        match self.poller.poll(&mut self.events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.poll(handler, usize::MAX)
+    }
+
+    /// Counters of the protocol core.
+    pub fn stats(&self) -> &ReceiverStats {
+        self.core.stats()
+    }
+
+    /// Datagrams dropped by the loss injector.
+    pub fn injected_drops(&self) -> u64 {
+        self.injected_drops
+    }
+
+    /// Datagrams larger than the receive buffer, dropped.
+    pub fn truncated(&self) -> u64 {
+        self.truncated
+    }
+
+    /// Warnings from socket set-up (e.g. buffer sizes clamped by the kernel).
+    pub fn warnings(&self) -> &[SocketWarning] {
+        &self.warnings
+    }
+
+    /// The protocol core, for inspection.
+    pub fn core(&self) -> &Receiver {
+        &self.core
+    }
+}

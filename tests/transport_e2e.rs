@@ -1,0 +1,399 @@
+//! End to end over real UDP sockets on loopback multicast.
+//!
+//! Every test uses its own group and a free port, and is bounded in time.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nakcast::proto::wire::SeqRange;
+use nakcast::{
+    Channel, Event, Interface, JoinPolicy, LossReason, Publisher, PublisherOptions, SocketConfig,
+    Subscriber, SubscriberOptions,
+};
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A channel on a group unique to this test and a free port, on loopback.
+fn channel(group_byte: u8) -> Channel {
+    let port = free_port();
+    let endpoint: SocketAddr = format!("239.255.{}.{}:{port}", 100 + group_byte, port % 250 + 1)
+        .parse()
+        .unwrap();
+    Channel::new(endpoint)
+        .with_interface(Interface::Addr("127.0.0.1".parse().unwrap()))
+        .with_stream(7)
+}
+
+fn payload_byte(seq: u64, i: usize) -> u8 {
+    (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u8 ^ (i as u8).wrapping_mul(31)
+}
+
+/// Mixed sizes: mostly small market-data-like messages, 1 in 500 large enough to fragment.
+fn size_of(k: u64) -> usize {
+    if k % 500 == 499 {
+        3000 + (k % 7) as usize * 1000
+    } else {
+        8 + (k * 37 % 200) as usize
+    }
+}
+
+fn message(seq: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| payload_byte(seq, i)).collect()
+}
+
+/// What one subscriber saw, checked as it arrives.
+#[derive(Default, Debug)]
+struct Collector {
+    messages: u64,
+    next: HashMap<u64, u64>,
+    last_seq: HashMap<u64, u64>,
+    losses: Vec<(SeqRange, LossReason)>,
+    joined: Vec<(u64, u64)>,
+    restarts: u64,
+    closed: u64,
+    errors: Vec<String>,
+}
+
+impl Collector {
+    fn on(&mut self, ev: Event<'_>) {
+        match ev {
+            Event::Message {
+                session,
+                seq,
+                payload,
+                ..
+            } => {
+                if let Some(&last) = self.last_seq.get(&session) {
+                    if seq <= last {
+                        self.errors.push(format!("seq {seq} after {last}"));
+                    }
+                }
+                self.last_seq.insert(session, seq);
+                if payload
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &b)| b != payload_byte(seq, i))
+                {
+                    self.errors.push(format!("payload of {seq} corrupted"));
+                }
+                *self.next.entry(session).or_default() += 1;
+                self.messages += 1;
+            }
+            Event::Loss { range, reason, .. } => self.losses.push((range, reason)),
+            Event::Joined {
+                session, start_seq, ..
+            } => self.joined.push((session, start_seq)),
+            Event::Restarted { .. } => self.restarts += 1,
+            Event::Closed { .. } => self.closed += 1,
+            Event::Inactive { .. } => {}
+        }
+    }
+}
+
+fn subscriber(ch: &Channel, f: impl FnOnce(&mut SubscriberOptions)) -> Subscriber {
+    let mut o = SubscriberOptions::new(ch.clone());
+    f(&mut o);
+    Subscriber::new(o).unwrap()
+}
+
+fn publisher(ch: &Channel, f: impl FnOnce(&mut PublisherOptions)) -> Publisher {
+    let mut o = PublisherOptions::new(ch.clone());
+    f(&mut o);
+    Publisher::new(o).unwrap()
+}
+
+fn poll_all(subs: &mut [(Subscriber, Collector)]) -> usize {
+    subs.iter_mut()
+        .map(|(s, c)| s.poll(&mut |e| c.on(e), usize::MAX).unwrap())
+        .sum()
+}
+
+/// Publish `n` messages, polling the subscribers as we go, then drive everything until
+/// each subscriber has `expect` messages or `deadline` passes.
+fn run(
+    publishers: &mut [Publisher],
+    subs: &mut [(Subscriber, Collector)],
+    n: u64,
+    expect: u64,
+    deadline: Duration,
+) {
+    let start = Instant::now();
+    for k in 0..n {
+        for p in publishers.iter_mut() {
+            let seq = p.core().next_seq();
+            let msg = message(seq, size_of(k));
+            // Batch most messages (throughput); every 64th goes out at once (latency path).
+            loop {
+                let r = if k % 64 == 0 {
+                    p.offer(&msg)
+                } else {
+                    p.offer_deferred(&msg)
+                };
+                match r {
+                    Ok(s) => {
+                        assert_eq!(s, seq);
+                        break;
+                    }
+                    Err(_) => {
+                        p.poll().unwrap();
+                        poll_all(subs);
+                    }
+                }
+            }
+            if k % 32 == 31 {
+                p.flush();
+            }
+        }
+        if k % 32 == 31 {
+            poll_all(subs);
+            for p in publishers.iter_mut() {
+                p.poll().unwrap();
+            }
+        }
+        assert!(start.elapsed() < deadline, "publishing took too long");
+    }
+    for p in publishers.iter_mut() {
+        p.flush();
+    }
+    while subs
+        .iter()
+        .any(|(_, c)| c.messages + lost_messages(c) < expect)
+    {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out: {:?}",
+            subs.iter()
+                .map(|(s, c)| (c.messages, s.stats()))
+                .collect::<Vec<_>>()
+        );
+        for p in publishers.iter_mut() {
+            p.poll().unwrap();
+        }
+        if poll_all(subs) == 0 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+fn lost_messages(c: &Collector) -> u64 {
+    c.losses.iter().map(|(r, _)| r.len()).sum()
+}
+
+#[test]
+fn million_messages_to_three_subscribers_in_process() {
+    let ch = channel(1);
+    let mut subs: Vec<_> = (0..3)
+        .map(|_| (subscriber(&ch, |_| {}), Collector::default()))
+        .collect();
+    let mut pubs = vec![publisher(&ch, |_| {})];
+    let n = 1_000_000;
+    run(&mut pubs, &mut subs, n, n, Duration::from_secs(120));
+    for (s, c) in &subs {
+        assert!(
+            c.errors.is_empty(),
+            "{:?}",
+            &c.errors[..c.errors.len().min(5)]
+        );
+        assert_eq!(c.messages, n);
+        assert!(c.losses.is_empty(), "{:?}", c.losses);
+        assert_eq!(s.stats().duplicates, 0);
+        println!("subscriber: {:?}", s.stats());
+    }
+    println!("publisher: {:?}", pubs[0].stats());
+}
+
+#[test]
+fn two_publishers_on_one_group_and_stream() {
+    let ch = channel(2);
+    let mut subs: Vec<_> = (0..2)
+        .map(|_| (subscriber(&ch, |_| {}), Collector::default()))
+        .collect();
+    let mut pubs = vec![publisher(&ch, |_| {}), publisher(&ch, |_| {})];
+    run(
+        &mut pubs,
+        &mut subs,
+        20_000,
+        40_000,
+        Duration::from_secs(60),
+    );
+    for (_, c) in &subs {
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert_eq!(c.joined.len(), 2);
+        assert_eq!(
+            c.next.values().copied().collect::<Vec<_>>(),
+            [20_000, 20_000]
+        );
+    }
+}
+
+#[test]
+fn ten_percent_injected_loss_is_fully_recovered() {
+    let ch = channel(3);
+    let mut subs = vec![
+        (
+            subscriber(&ch, |o| o.inject_loss = 0.10),
+            Collector::default(),
+        ),
+        (subscriber(&ch, |_| {}), Collector::default()),
+    ];
+    let mut pubs = vec![publisher(&ch, |_| {})];
+    let n = 50_000;
+    run(&mut pubs, &mut subs, n, n, Duration::from_secs(60));
+    let (lossy, c) = &subs[0];
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    assert_eq!(c.messages, n);
+    assert!(c.losses.is_empty());
+    let s = lossy.stats();
+    println!(
+        "lossy subscriber: injected drops {}, {s:?}",
+        lossy.injected_drops()
+    );
+    assert!(lossy.injected_drops() > 0);
+    assert!(s.naks_sent > 0 && s.recovered > 0, "{s:?}");
+    assert!(pubs[0].stats().retransmits > 0);
+    assert_eq!(subs[1].1.messages, n);
+}
+
+#[test]
+fn late_joiners_and_a_restarted_publisher() {
+    let ch = channel(4);
+    let source_port = free_port();
+    let fixed_port = |o: &mut PublisherOptions| {
+        o.socket = SocketConfig {
+            source_port,
+            ..SocketConfig::default()
+        };
+    };
+    let mut early = vec![(subscriber(&ch, |_| {}), Collector::default())];
+    let mut pubs = vec![publisher(&ch, fixed_port)];
+    run(&mut pubs, &mut early, 1000, 1000, Duration::from_secs(30));
+
+    // Two late joiners: one from the first message it sees, one recovering the backlog.
+    let mut late = vec![
+        (subscriber(&ch, |_| {}), Collector::default()),
+        (
+            subscriber(&ch, |o| o.protocol.join = JoinPolicy::FromOldest),
+            Collector::default(),
+        ),
+    ];
+    run(&mut pubs, &mut late, 500, 500, Duration::from_secs(30));
+    assert_eq!(late[0].1.messages, 500);
+    assert!(
+        late[0].1.joined[0].1 > 0,
+        "first-seen joiner starts at live data"
+    );
+    // The backlog joiner got all 1500 messages: the 1000 before it joined, then live.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while late[1].1.messages < 1500 {
+        assert!(
+            Instant::now() < deadline,
+            "backlog not recovered: {}",
+            late[1].1.messages
+        );
+        pubs[0].poll().unwrap();
+        poll_all(&mut late);
+    }
+    assert_eq!(late[1].1.joined[0].1, 0);
+    assert!(late[1].1.losses.is_empty());
+
+    // Restart: the same source address, a new session.
+    let old = pubs.pop().unwrap();
+    let old_session = old.session();
+    drop(old);
+    let mut pubs = vec![publisher(&ch, fixed_port)];
+    assert_ne!(pubs[0].session(), old_session);
+    let mut all: Vec<_> = early.into_iter().chain(late).collect();
+    for (_, c) in all.iter_mut() {
+        c.messages = 0;
+    }
+    run(&mut pubs, &mut all, 200, 200, Duration::from_secs(30));
+    for (_, c) in &all {
+        assert_eq!(c.restarts, 1);
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert_eq!(c.next[&pubs[0].session()], 200);
+    }
+}
+
+/// Child side of the multi-process test: a subscriber in its own process.
+#[test]
+fn child_subscriber_process() {
+    let Ok(ch) = std::env::var("NAKCAST_E2E_CHILD_CHANNEL") else {
+        return;
+    };
+    let n: u64 = std::env::var("NAKCAST_E2E_CHILD_COUNT")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ch: Channel = ch.parse().unwrap();
+    let mut sub = subscriber(&ch, |_| {});
+    let mut c = Collector::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    println!("READY");
+    while c.messages < n && c.closed == 0 && Instant::now() < deadline {
+        sub.recv_timeout(&mut |e| c.on(e), Duration::from_millis(10))
+            .unwrap();
+    }
+    println!(
+        "CHILD messages={} losses={} errors={}",
+        c.messages,
+        c.losses.len(),
+        c.errors.len()
+    );
+}
+
+#[test]
+fn subscribers_in_separate_processes_share_the_port() {
+    let ch = channel(5);
+    let n = 50_000u64;
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    "child_subscriber_process",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("NAKCAST_E2E_CHILD_CHANNEL", ch.to_string())
+                .env("NAKCAST_E2E_CHILD_COUNT", n.to_string())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Give the children time to join before publishing (they also recover by NAK).
+    std::thread::sleep(Duration::from_millis(300));
+    let mut p = publisher(&ch, |_| {});
+    let mut none: Vec<(Subscriber, Collector)> = Vec::new();
+    let start = Instant::now();
+    for k in 0..n {
+        let seq = p.core().next_seq();
+        while p.offer_deferred(&message(seq, size_of(k) % 300)).is_err() {
+            p.poll().unwrap();
+        }
+        if k % 16 == 15 {
+            p.flush();
+            p.poll().unwrap();
+        }
+    }
+    p.close(Duration::from_millis(500)).unwrap();
+    let _ = &mut none;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("CHILD messages={n} losses=0 errors=0")),
+            "child output: {text}"
+        );
+    }
+    assert!(start.elapsed() < Duration::from_secs(60));
+}
