@@ -190,8 +190,14 @@ fn random_networks_deliver_published_minus_reported_loss() {
 fn checker_catches_every_kind_of_violation() {
     let cfg = SimConfig {
         receivers: 1,
-        publisher: PublisherConfig { ring_frames: 16, ..PublisherConfig::default() },
-        downlink: LinkConfig { loss: 0.2, ..LinkConfig::default() },
+        publisher: PublisherConfig {
+            ring_frames: 16,
+            ..PublisherConfig::default()
+        },
+        downlink: LinkConfig {
+            loss: 0.2,
+            ..LinkConfig::default()
+        },
         receiver: patient_receiver(),
         ..SimConfig::default()
     };
@@ -201,12 +207,21 @@ fn checker_catches_every_kind_of_violation() {
     let sessions = sim.sessions();
     let checker = nakcast::sim::Checker::new(&sessions);
     let log = sim.log(0).to_vec();
-    let msg_at = log.iter().position(|(_, e)| matches!(e, Logged::Message { .. })).unwrap();
-    let loss_at = log.iter().position(|(_, e)| matches!(e, Logged::Loss { .. })).expect("a loss");
+    let msg_at = log
+        .iter()
+        .position(|(_, e)| matches!(e, Logged::Message { .. }))
+        .unwrap();
+    let loss_at = log
+        .iter()
+        .position(|(_, e)| matches!(e, Logged::Loss { .. }))
+        .expect("a loss");
 
     let mut dropped = log.clone();
     dropped.remove(msg_at);
-    assert!(checker.check(0, &dropped).is_err(), "silently missing message");
+    assert!(
+        checker.check(0, &dropped).is_err(),
+        "silently missing message"
+    );
 
     let mut dup = log.clone();
     dup.insert(msg_at, log[msg_at].clone());
@@ -219,7 +234,12 @@ fn checker_catches_every_kind_of_violation() {
     assert!(checker.check(0, &corrupt).is_err(), "corrupt payload");
 
     let mut swapped = log.clone();
-    let next = msg_at + 1 + swapped[msg_at + 1..].iter().position(|(_, e)| matches!(e, Logged::Message { .. })).unwrap();
+    let next = msg_at
+        + 1
+        + swapped[msg_at + 1..]
+            .iter()
+            .position(|(_, e)| matches!(e, Logged::Message { .. }))
+            .unwrap();
     swapped.swap(msg_at, next);
     assert!(checker.check(0, &swapped).is_err(), "out of order");
 
@@ -227,7 +247,10 @@ fn checker_catches_every_kind_of_violation() {
     if let Logged::Loss { at, .. } = &mut early[loss_at].1 {
         *at = Duration::ZERO;
     }
-    assert!(checker.check(0, &early).is_err(), "loss reported while the data was retained");
+    assert!(
+        checker.check(0, &early).is_err(),
+        "loss reported while the data was retained"
+    );
 
     let mut unreported = log.clone();
     unreported.remove(loss_at);
