@@ -21,6 +21,11 @@ pub use proto::publisher::PublisherConfig;
 pub use proto::{Event, JoinPolicy, LossReason, OfferError, ReceiverConfig, SourceId};
 #[cfg(unix)]
 pub use transport::{
-    Channel, Error, IdleStrategy, Interface, Publisher, PublisherOptions, SocketConfig, Subscriber,
-    SubscriberOptions,
+    Channel, Error, IdleStrategy, Interface, OwnedEvent, Publisher, PublisherOptions,
+    SharedPublisher, SocketConfig, Subscriber, SubscriberOptions, SubscriberThread,
 };
+
+/// The README's example, compiled as a doctest so it cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -397,3 +397,42 @@ fn subscribers_in_separate_processes_share_the_port() {
     }
     assert!(start.elapsed() < Duration::from_secs(60));
 }
+
+#[test]
+fn background_drivers_and_event_iterator() {
+    use nakcast::{IdleStrategy, OwnedEvent};
+    let ch = channel(6);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sub = subscriber(&ch, |o| o.inject_loss = 0.05);
+    let running = sub.spawn(IdleStrategy::DEFAULT_BACKOFF, move |e| {
+        if let Event::Message { seq, .. } = e {
+            tx.send(seq).unwrap();
+        }
+    });
+    let mut second = subscriber(&ch, |_| {});
+    let shared = publisher(&ch, |_| {}).spawn(IdleStrategy::DEFAULT_BACKOFF);
+    for k in 0..2000u64 {
+        let msg = message(k, 40);
+        while shared.offer(&msg).is_err() {
+            std::thread::yield_now();
+        }
+    }
+    let got: Vec<u64> = (0..2000)
+        .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    assert_eq!(got, (0..2000).collect::<Vec<_>>());
+    let sub = running.stop().unwrap();
+    assert!(sub.stats().recovered > 0);
+    let seqs: Vec<u64> = second
+        .events(Duration::from_millis(300))
+        .filter_map(|e| match e {
+            OwnedEvent::Message { seq, payload, .. } => {
+                assert_eq!(payload, message(seq, 40));
+                Some(seq)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, (0..2000).collect::<Vec<_>>());
+    shared.close(Duration::from_millis(10)).unwrap();
+}

@@ -45,12 +45,12 @@ pub struct Idler {
 }
 
 impl Idler {
-    /// Call after each duty cycle with the work it did. Returns the time to block for when
-    /// the strategy is `Block` (the caller blocks on its poller), `None` otherwise.
-    pub fn idle(&mut self, strategy: IdleStrategy, work: usize) -> Option<()> {
+    /// Call after each duty cycle with the work it did: on no work, wait as the strategy
+    /// says. (`Block` does nothing here: the caller blocks in its poller instead.)
+    pub fn idle(&mut self, strategy: IdleStrategy, work: usize) {
         if work > 0 {
             self.idle_cycles = 0;
-            return None;
+            return;
         }
         self.idle_cycles += 1;
         match strategy {
@@ -62,18 +62,17 @@ impl Idler {
                 max_sleep,
             } => {
                 let n = self.idle_cycles;
-                if n <= u64::from(spins) {
+                let (spins, yields) = (u64::from(spins), u64::from(yields));
+                if n <= spins {
                     std::hint::spin_loop();
-                } else if n <= u64::from(spins) + u64::from(yields) {
+                } else if n <= spins + yields {
                     std::thread::yield_now();
                 } else {
-                    let k = (n - u64::from(spins) - u64::from(yields)).min(20) as u32;
-                    let sleep = Duration::from_micros(1u64 << k.min(20)).min(max_sleep);
-                    std::thread::sleep(sleep);
+                    let k = (n - spins - yields).min(20) as u32;
+                    std::thread::sleep(Duration::from_micros(1u64 << k).min(max_sleep));
                 }
             }
-            IdleStrategy::Block => return Some(()),
+            IdleStrategy::Block => {}
         }
-        None
     }
 }

@@ -7,6 +7,7 @@
 #[allow(unsafe_code)]
 pub mod batch;
 pub mod channel;
+pub mod driver;
 pub mod error;
 pub mod idle;
 pub mod publisher;
@@ -16,6 +17,7 @@ pub mod subscriber;
 
 pub use batch::{Datagram, PushError, RecvBatch, SendBatch, Truncated};
 pub use channel::{Channel, ChannelParseError};
+pub use driver::{EventIter, OwnedEvent, SharedPublisher, SubscriberThread};
 pub use error::Error;
 pub use idle::IdleStrategy;
 pub use publisher::{Publisher, PublisherOptions};

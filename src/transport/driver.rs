@@ -1,0 +1,307 @@
+//! Threading conveniences: background drivers and an owned-event iterator.
+//!
+//! The lowest latency comes from driving a [`Publisher`] or [`Subscriber`] yourself on a
+//! dedicated (ideally pinned) core with a busy-spinning loop: no locks, no handoff, no
+//! allocation. These helpers trade a little of that for convenience:
+//! - [`Subscriber::spawn`] runs the receive loop on its own thread and calls your handler
+//!   there (no lock: the thread owns the subscriber).
+//! - [`Publisher::spawn`] serves NAKs and heartbeats on a background thread; `offer` takes a
+//!   mutex shared with it (uncontended most of the time, but a lock on the hot path).
+//! - [`Subscriber::events`] yields owned events (one allocation per message).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::error::Error;
+use super::idle::{IdleStrategy, Idler};
+use super::publisher::Publisher;
+use super::subscriber::Subscriber;
+use crate::proto::publisher::OfferError;
+use crate::proto::receiver::{Event, LossReason, SourceId};
+use crate::proto::wire::SeqRange;
+
+/// A subscriber running on its own thread; stop it to get it back.
+pub struct SubscriberThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<Subscriber, Error>>>,
+}
+
+impl SubscriberThread {
+    /// Stop the thread after its current duty cycle and return the subscriber (or the
+    /// error that stopped it).
+    pub fn stop(mut self) -> Result<Subscriber, Error> {
+        self.stop.store(true, Ordering::Release);
+        let t = self.thread.take().expect("joined once");
+        t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+}
+
+impl Drop for SubscriberThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Subscriber {
+    /// Move the subscriber to a new thread that polls it with `idle` between empty duty
+    /// cycles and calls `handler` for every event, on that thread.
+    pub fn spawn<F>(mut self, idle: IdleStrategy, mut handler: F) -> SubscriberThread
+    where
+        F: FnMut(Event<'_>) + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("nakcast-sub".into())
+            .spawn(move || {
+                let mut idler = Idler::default();
+                while !flag.load(Ordering::Acquire) {
+                    let work = if idle == IdleStrategy::Block {
+                        self.recv_timeout(&mut handler, Duration::from_millis(10))?
+                    } else {
+                        self.poll(&mut handler, 256)?
+                    };
+                    idler.idle(idle, work);
+                }
+                Ok(self)
+            })
+            .expect("spawn subscriber thread");
+        SubscriberThread {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// An iterator of owned events that blocks up to `timeout` for each; it ends after
+    /// `timeout` passes with no event. Allocates per message: a convenience, not the fast
+    /// path.
+    pub fn events(&mut self, timeout: Duration) -> EventIter<'_> {
+        EventIter {
+            sub: self,
+            timeout,
+            queue: VecDeque::new(),
+            error: None,
+        }
+    }
+}
+
+/// An event with its payload copied out, for [`Subscriber::events`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnedEvent {
+    /// See [`Event::Joined`].
+    Joined {
+        /// The publisher.
+        source: SourceId,
+        /// Its session.
+        session: u64,
+        /// First sequence delivered or reported.
+        start_seq: u64,
+    },
+    /// See [`Event::Message`].
+    Message {
+        /// The publisher.
+        source: SourceId,
+        /// Its session.
+        session: u64,
+        /// Sequence number.
+        seq: u64,
+        /// The message.
+        payload: Vec<u8>,
+    },
+    /// See [`Event::Loss`].
+    Loss {
+        /// The publisher.
+        source: SourceId,
+        /// Its session.
+        session: u64,
+        /// The lost sequence numbers.
+        range: SeqRange,
+        /// Why.
+        reason: LossReason,
+    },
+    /// See [`Event::Restarted`].
+    Restarted {
+        /// The publisher.
+        source: SourceId,
+        /// The session that ended.
+        old_session: u64,
+        /// The new session.
+        new_session: u64,
+    },
+    /// See [`Event::Closed`].
+    Closed {
+        /// The publisher.
+        source: SourceId,
+        /// Its session.
+        session: u64,
+    },
+    /// See [`Event::Inactive`].
+    Inactive {
+        /// The publisher.
+        source: SourceId,
+        /// Its session.
+        session: u64,
+    },
+}
+
+impl From<Event<'_>> for OwnedEvent {
+    fn from(e: Event<'_>) -> Self {
+        match e {
+            Event::Joined {
+                source,
+                session,
+                start_seq,
+            } => OwnedEvent::Joined {
+                source,
+                session,
+                start_seq,
+            },
+            Event::Message {
+                source,
+                session,
+                seq,
+                payload,
+            } => OwnedEvent::Message {
+                source,
+                session,
+                seq,
+                payload: payload.to_vec(),
+            },
+            Event::Loss {
+                source,
+                session,
+                range,
+                reason,
+            } => OwnedEvent::Loss {
+                source,
+                session,
+                range,
+                reason,
+            },
+            Event::Restarted {
+                source,
+                old_session,
+                new_session,
+            } => OwnedEvent::Restarted {
+                source,
+                old_session,
+                new_session,
+            },
+            Event::Closed { source, session } => OwnedEvent::Closed { source, session },
+            Event::Inactive { source, session } => OwnedEvent::Inactive { source, session },
+        }
+    }
+}
+
+/// Iterator returned by [`Subscriber::events`].
+pub struct EventIter<'a> {
+    sub: &'a mut Subscriber,
+    timeout: Duration,
+    queue: VecDeque<OwnedEvent>,
+    error: Option<Error>,
+}
+
+impl EventIter<'_> {
+    /// The socket error that ended the iteration, if any.
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+}
+
+impl Iterator for EventIter<'_> {
+    type Item = OwnedEvent;
+
+    fn next(&mut self) -> Option<OwnedEvent> {
+        let deadline = Instant::now() + self.timeout;
+        while self.queue.is_empty() && self.error.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let queue = &mut self.queue;
+            if let Err(e) = self
+                .sub
+                .recv_timeout(&mut |e| queue.push_back(e.into()), left)
+            {
+                self.error = Some(e);
+            }
+        }
+        self.queue.pop_front()
+    }
+}
+
+/// A publisher shared with a background thread that serves NAKs and heartbeats.
+///
+/// Clone it to offer from several threads; every call takes the publisher's mutex.
+#[derive(Clone)]
+pub struct SharedPublisher {
+    inner: Arc<Mutex<Publisher>>,
+    stop: Arc<AtomicBool>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Publisher {
+    /// Serve NAKs and heartbeats on a background thread (polling with `idle` between empty
+    /// duty cycles; `Backoff` is the sensible choice, as every poll takes the lock).
+    pub fn spawn(self, idle: IdleStrategy) -> SharedPublisher {
+        let inner = Arc::new(Mutex::new(self));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, flag) = (inner.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("nakcast-pub".into())
+            .spawn(move || {
+                let mut idler = Idler::default();
+                while !flag.load(Ordering::Acquire) {
+                    let work = lock(&p).poll().unwrap_or(0);
+                    let idle = if idle == IdleStrategy::Block {
+                        IdleStrategy::DEFAULT_BACKOFF
+                    } else {
+                        idle
+                    };
+                    idler.idle(idle, work);
+                }
+            })
+            .expect("spawn publisher thread");
+        SharedPublisher {
+            inner,
+            stop,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        }
+    }
+}
+
+fn lock(p: &Mutex<Publisher>) -> MutexGuard<'_, Publisher> {
+    p.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SharedPublisher {
+    /// [`Publisher::offer`] under the lock.
+    pub fn offer(&self, msg: &[u8]) -> Result<u64, OfferError> {
+        lock(&self.inner).offer(msg)
+    }
+
+    /// Run `f` with the publisher locked (counters, flush, deferred offers).
+    pub fn with<R>(&self, f: impl FnOnce(&mut Publisher) -> R) -> R {
+        f(&mut lock(&self.inner))
+    }
+
+    /// Stop the background thread and close the publisher, serving NAKs for `linger`.
+    pub fn close(&self, linger: Duration) -> Result<(), Error> {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = t.join();
+        }
+        lock(&self.inner).close(linger)
+    }
+}
