@@ -436,3 +436,46 @@ fn background_drivers_and_event_iterator() {
     assert_eq!(seqs, (0..2000).collect::<Vec<_>>());
     shared.close(Duration::from_millis(10)).unwrap();
 }
+
+#[test]
+fn options_load_from_toml() {
+    let text = r#"
+        inject_loss = 0.01
+        [channel]
+        endpoint = "239.255.0.1:40456"
+        interface = "127.0.0.1"
+        stream = 7
+        [socket]
+        recv_buffer = 8388608
+        [protocol]
+        join = "from_oldest"
+        max_sources = 8
+    "#;
+    let o: SubscriberOptions = toml::from_str(text).unwrap();
+    assert_eq!(
+        o.channel,
+        "udp://239.255.0.1:40456?interface=127.0.0.1&stream=7"
+            .parse()
+            .unwrap()
+    );
+    assert_eq!(o.socket.recv_buffer, 8 << 20);
+    assert!(o.socket.reuse_port, "unset fields keep their defaults");
+    assert_eq!(o.protocol.join, JoinPolicy::FromOldest);
+    assert_eq!(o.protocol.max_sources, 8);
+    let p: PublisherOptions =
+        toml::from_str("[channel]\nendpoint = \"239.255.0.1:1\"\n[protocol]\nmtu = 1400\n")
+            .unwrap();
+    assert_eq!(p.protocol.mtu, 1400);
+    assert_eq!(
+        p.protocol.ring_bytes,
+        nakcast::PublisherConfig::default().ring_bytes
+    );
+}
+
+#[test]
+fn options_round_trip_through_toml() {
+    let o = SubscriberOptions::new(channel(7));
+    let text = toml::to_string(&o).unwrap();
+    let back: SubscriberOptions = toml::from_str(&text).unwrap();
+    assert_eq!(back, o, "{text}");
+}

@@ -22,8 +22,10 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 /// Default requested size for both the receive and the send socket buffer: 4 MiB.
 pub const DEFAULT_BUFFER_SIZE: usize = 4 * 1024 * 1024;
 
-/// Which network interface multicast traffic uses.
+/// Which network interface multicast traffic uses. In configuration files it is a string:
+/// `"any"`, an address (`"127.0.0.1"`) or a name (`"eth0"`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
 pub enum Interface {
     /// Let the kernel choose (IPv4 `INADDR_ANY`, IPv6 index 0), i.e. follow the
     /// routing table. Fine on single-homed hosts, surprising on multi-homed ones.
@@ -34,6 +36,22 @@ pub enum Interface {
     /// An interface name such as `eth0` or `lo`, resolved with
     /// `if_nametoindex(3)` and `getifaddrs(3)`.
     Name(String),
+}
+
+impl From<String> for Interface {
+    fn from(s: String) -> Self {
+        let Ok(i) = s.parse();
+        i
+    }
+}
+
+impl From<Interface> for String {
+    fn from(i: Interface) -> Self {
+        match i {
+            Interface::Any => "any".to_owned(),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl FromStr for Interface {
