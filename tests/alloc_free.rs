@@ -6,7 +6,9 @@ use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nakcast::{Channel, Event, Interface, Publisher, PublisherOptions, Subscriber, SubscriberOptions};
+use nakcast::{
+    Channel, Event, Interface, Publisher, PublisherOptions, Subscriber, SubscriberOptions,
+};
 
 struct Counting;
 
@@ -42,7 +44,11 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn offer_and_poll_allocate_nothing_in_steady_state() {
-    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let ch = Channel::new(format!("239.255.200.9:{port}").parse().unwrap())
         .with_interface(Interface::Addr("127.0.0.1".parse().unwrap()));
     let mut sub = Subscriber::new(SubscriberOptions::new(ch.clone())).unwrap();

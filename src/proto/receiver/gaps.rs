@@ -110,6 +110,30 @@ impl GapList {
         Some(g)
     }
 
+    /// Split the gap at index `i` at `seq` (inside it): both halves keep its state.
+    pub fn split(&mut self, i: usize, seq: u64) {
+        let g = self.gaps[i];
+        debug_assert!(g.range.start < seq && seq < g.range.end);
+        self.gaps[i].range.end = seq;
+        self.gaps.insert(
+            i + 1,
+            Gap {
+                range: SeqRange::new(seq, g.range.end),
+                ..g
+            },
+        );
+    }
+
+    /// The gap at index `i`.
+    pub fn get(&self, i: usize) -> Option<&Gap> {
+        self.gaps.get(i)
+    }
+
+    /// The gap at index `i`, mutably.
+    pub fn get_mut(&mut self, i: usize) -> &mut Gap {
+        &mut self.gaps[i]
+    }
+
     /// Mark every sequence below `bound` as lost for `reason`, splitting the gap that
     /// straddles it. Returns whether anything changed.
     pub fn mark_lost_below(&mut self, bound: u64, reason: LossReason) -> bool {

@@ -463,19 +463,29 @@ impl Source {
     ) -> usize {
         let limit = self.cursor + self.window.capacity();
         let mut n = 0;
-        let srtt = self.srtt;
-        for g in self.gaps.iter_mut() {
-            if g.range.start >= limit || n == MAX_RANGES {
+        let mut i = 0;
+        while let Some(&g) = self.gaps.get(i) {
+            if n == MAX_RANGES {
                 break;
             }
+            if g.range.start >= limit {
+                break;
+            }
+            i += 1;
             if g.lost.is_some() || g.nak_at > now || g.tries >= cfg.max_nak_tries {
                 continue;
             }
-            out[n] = SeqRange::new(g.range.start, g.range.end.min(limit));
+            if g.range.end > limit {
+                // Ask only for what the window can hold; the rest stays a fresh gap,
+                // requested as soon as delivery makes room, not after this part's retries.
+                self.gaps.split(i - 1, limit);
+            }
+            let g = self.gaps.get_mut(i - 1);
+            out[n] = g.range;
             n += 1;
             g.tries += 1;
             g.first_nak.get_or_insert(now);
-            g.nak_at = now + Self::retry_interval(srtt, cfg, g.tries);
+            g.nak_at = now + Self::retry_interval(self.srtt, cfg, g.tries);
         }
         self.update_deadline(cfg);
         n
