@@ -169,8 +169,11 @@ fn random_networks_deliver_published_minus_reported_loss() {
                 for (_, e) in sim.log(j) {
                     if let Logged::Loss { reason, .. } = e {
                         assert!(
-                            restarts && *reason == LossReason::PublisherRestarted
-                                || restarts && *reason == LossReason::PublisherInactive,
+                            restarts
+                                && matches!(
+                                    reason,
+                                    LossReason::PublisherRestarted | LossReason::PublisherInactive
+                                ),
                             "seed {seed}: {e:?}"
                         );
                     }

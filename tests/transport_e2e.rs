@@ -71,10 +71,10 @@ impl Collector {
                 payload,
                 ..
             } => {
-                if let Some(&last) = self.last_seq.get(&session) {
-                    if seq <= last {
-                        self.errors.push(format!("seq {seq} after {last}"));
-                    }
+                if let Some(&last) = self.last_seq.get(&session)
+                    && seq <= last
+                {
+                    self.errors.push(format!("seq {seq} after {last}"));
                 }
                 self.last_seq.insert(session, seq);
                 if payload

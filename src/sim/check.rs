@@ -124,10 +124,10 @@ impl<'a> Checker<'a> {
         let mut losses: Vec<SeqRange> = Vec::new();
         for e in mine {
             match e {
-                Logged::Joined { session, start_seq } if *session == s.session => {
-                    if start.replace(*start_seq).is_some() {
-                        return Err(err("joined twice".into()));
-                    }
+                Logged::Joined { session, start_seq }
+                    if *session == s.session && start.replace(*start_seq).is_some() =>
+                {
+                    return Err(err("joined twice".into()));
                 }
                 Logged::Message {
                     session,

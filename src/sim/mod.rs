@@ -386,12 +386,12 @@ impl Sim {
             self.offer_due(i);
             let now = self.instant();
             let p = &mut self.publishers[i];
-            if let (Some(c), Some(_)) = (p.closed_at, &p.core) {
-                if self.now >= c + p.workload.linger {
-                    p.core = None;
-                    p.sessions.last_mut().expect("session").gone_at = Some(self.now);
-                    continue;
-                }
+            if let (Some(c), Some(_)) = (p.closed_at, &p.core)
+                && self.now >= c + p.workload.linger
+            {
+                p.core = None;
+                p.sessions.last_mut().expect("session").gone_at = Some(self.now);
+                continue;
             }
             loop {
                 let p = &mut self.publishers[i];

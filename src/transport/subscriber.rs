@@ -163,11 +163,11 @@ impl Subscriber {
                                 continue;
                             }
                         };
-                        if let Some((p, rng)) = &mut self.loss {
-                            if rng.random_bool(*p) {
-                                self.injected_drops += 1;
-                                continue;
-                            }
+                        if let Some((p, rng)) = &mut self.loss
+                            && rng.random_bool(*p)
+                        {
+                            self.injected_drops += 1;
+                            continue;
                         }
                         self.core.handle_datagram(now, d.source, d.payload, handler);
                     }

@@ -241,11 +241,11 @@ impl Publisher {
             self.stats.back_pressure += 1;
             return Err(OfferError::BackPressure);
         }
-        if let Some(bucket) = &mut self.send_bucket {
-            if !bucket.try_take(now, msg.len()) {
-                self.stats.back_pressure += 1;
-                return Err(OfferError::RateLimited(bucket.ready_at(now, msg.len())));
-            }
+        if let Some(bucket) = &mut self.send_bucket
+            && !bucket.try_take(now, msg.len())
+        {
+            self.stats.back_pressure += 1;
+            return Err(OfferError::RateLimited(bucket.ready_at(now, msg.len())));
         }
         let seq = self.next_seq;
         let mut rest = msg;

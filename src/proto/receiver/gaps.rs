@@ -69,11 +69,13 @@ impl GapList {
     /// when adjacent and neither has been NAKed nor declared lost.
     pub fn push(&mut self, range: SeqRange, now: Instant, nak_at: Instant) {
         debug_assert!(self.gaps.back().is_none_or(|g| g.range.end <= range.start));
-        if let Some(last) = self.gaps.back_mut() {
-            if last.range.end == range.start && last.tries == 0 && last.lost.is_none() {
-                last.range.end = range.end;
-                return;
-            }
+        if let Some(last) = self.gaps.back_mut()
+            && last.range.end == range.start
+            && last.tries == 0
+            && last.lost.is_none()
+        {
+            last.range.end = range.end;
+            return;
         }
         self.gaps.push_back(Gap {
             range,
