@@ -199,7 +199,6 @@ pub fn new_histogram() -> Histogram<u64> {
 
 /// Write `h` (nanoseconds) as an HdrHistogram percentile distribution in microseconds
 /// (the classic `.hgrm` text format, plottable with HdrHistogram's plotter).
-#[allow(dead_code)] // used by ping (next commit)
 pub fn write_hgrm(h: &Histogram<u64>, path: &std::path::Path) -> Result<(), CliError> {
     let mut s = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
     for v in h.iter_quantiles(5) {
