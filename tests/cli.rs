@@ -1,0 +1,356 @@
+//! The `nakcast` binary end to end over loopback multicast: small counts, bounded time, free
+//! ports, and child processes killed even when a test fails.
+
+use std::net::UdpSocket;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nakcast");
+
+/// The tests below busy-poll (ping, pong, bench): run them one at a time on small machines.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A group unique to this test and a free port.
+fn group(tag: u8) -> String {
+    let port = free_port();
+    format!("239.255.{}.{}:{port}", 150 + tag, port % 250 + 1)
+}
+
+/// A child process killed on drop.
+struct Proc(Option<Child>);
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nakcast");
+        Proc(Some(child))
+    }
+
+    /// Wait up to `limit` for exit (killing it after), returning its output.
+    fn wait(mut self, limit: Duration) -> Output {
+        let mut child = self.0.take().expect("waited once");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if child.try_wait().expect("try_wait").is_some() {
+                return child.wait_with_output().expect("output");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("output");
+        panic!(
+            "nakcast did not finish within {limit:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn run(args: &[&str], limit: Duration) -> Output {
+    Proc::spawn(args).wait(limit)
+}
+
+/// The JSON object on the last line of stdout.
+fn last_json(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| {
+        panic!(
+            "no output; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "last line is not JSON ({e}): {line}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} missing or not an integer in {v}"))
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v[k].as_f64()
+        .unwrap_or_else(|| panic!("{k} missing or not a number in {v}"))
+}
+
+#[test]
+fn pub_and_two_verifying_subscribers() {
+    let _g = serial();
+    let g = group(1);
+    let common = ["--group", &g, "--interface", "127.0.0.1", "--stream", "3"];
+    let mut sub_args = vec!["sub"];
+    sub_args.extend(common);
+    sub_args.extend([
+        "--count",
+        "5000",
+        "--verify",
+        "--from-oldest",
+        "--idle-timeout",
+        "10",
+        "--json",
+    ]);
+    let s1 = Proc::spawn(&sub_args);
+    let s2 = Proc::spawn(&sub_args);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut pub_args = vec!["pub"];
+    pub_args.extend(common);
+    pub_args.extend([
+        "--count", "5000", "--rate", "25000", "--linger", "1", "--json",
+    ]);
+    let p = run(&pub_args, Duration::from_secs(20));
+    assert!(p.status.success(), "pub: {}", describe(&p));
+    let pj = last_json(&p);
+    assert_eq!(u(&pj, "sent"), 5000, "{pj}");
+    assert_eq!(u(&pj, "bytes"), 5000 * 64, "{pj}");
+    for k in ["naks_received", "retransmitted", "unavailable"] {
+        u(&pj, k);
+    }
+    assert!(
+        f(&pj, "msgs_per_s") > 0.0 && f(&pj, "elapsed_s") > 0.0,
+        "{pj}"
+    );
+
+    for s in [s1, s2] {
+        let out = s.wait(Duration::from_secs(20));
+        assert!(out.status.success(), "sub: {}", describe(&out));
+        let j = last_json(&out);
+        assert_eq!(u(&j, "delivered"), 5000, "{j}");
+        for k in ["lost", "duplicates", "out_of_order", "corrupt"] {
+            assert_eq!(u(&j, k), 0, "{k}: {j}");
+        }
+        u(&j, "naks_sent");
+        u(&j, "recovered");
+        assert_eq!(u(&j, "sessions"), 1, "{j}");
+        assert!(
+            f(&j, "msgs_per_s") > 0.0 && f(&j, "elapsed_s") >= 0.0,
+            "{j}"
+        );
+    }
+}
+
+#[test]
+fn sub_without_publisher_fails_with_exit_1() {
+    let _g = serial();
+    let g = group(2);
+    let out = run(
+        &[
+            "sub",
+            "--group",
+            &g,
+            "--interface",
+            "127.0.0.1",
+            "--count",
+            "10",
+            "--idle-timeout",
+            "0.3",
+            "--json",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(u(&last_json(&out), "delivered"), 0);
+}
+
+#[test]
+fn bench_recovers_injected_loss() {
+    let _g = serial();
+    let out = run(
+        &[
+            "bench",
+            "--subscribers",
+            "2",
+            "--count",
+            "50000",
+            "--loss",
+            "5",
+            "--json",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let j = last_json(&out);
+    assert_eq!(u(&j, "lost"), 0, "{j}");
+    assert!(u(&j, "recovered") > 0, "{j}");
+    assert!(u(&j, "injected_drops") > 0, "{j}");
+    assert!(u(&j, "retransmitted") > 0 && u(&j, "naks_sent") > 0, "{j}");
+    assert_eq!(u(&j, "delivered"), 100_000, "{j}");
+    for k in [
+        "msgs_per_s",
+        "p50_us",
+        "p99_us",
+        "p90_us",
+        "p999_us",
+        "max_us",
+    ] {
+        assert!(f(&j, k) > 0.0, "{k}: {j}");
+    }
+    assert!(f(&j, "p50_us") <= f(&j, "p99_us"), "{j}");
+    // The human table precedes the JSON line.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("latency"), "{stdout}");
+}
+
+fn ping_pong(raw: bool) {
+    let g = group(if raw { 4 } else { 3 });
+    let reply = format!("239.255.160.1:{}", free_port());
+    let mut args = vec![
+        "--group",
+        &g,
+        "--reply-group",
+        &reply,
+        "--interface",
+        "127.0.0.1",
+    ];
+    if raw {
+        args.push("--raw");
+    }
+    let mut pong_args = vec!["pong", "--idle-timeout", "30"];
+    pong_args.extend(&args);
+    let pong = Proc::spawn(&pong_args);
+    let mut ping_args = vec!["ping", "--count", "2000", "--warmup", "100", "--json"];
+    ping_args.extend(&args);
+    let out = run(&ping_args, Duration::from_secs(30));
+    drop(pong);
+    assert!(out.status.success(), "{}", describe(&out));
+    let j = last_json(&out);
+    assert_eq!(u(&j, "count"), 2000, "{j}");
+    assert_eq!(j["raw"].as_bool(), Some(raw), "{j}");
+    for k in ["p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us"] {
+        assert!(f(&j, k) > 0.0, "{k}: {j}");
+    }
+    assert!(f(&j, "p50_us") <= f(&j, "p99_us") && f(&j, "p99_us") <= f(&j, "max_us"));
+}
+
+#[test]
+fn ping_pong_over_the_protocol() {
+    let _g = serial();
+    ping_pong(false);
+}
+
+#[test]
+fn ping_pong_raw_baseline() {
+    let _g = serial();
+    ping_pong(true);
+}
+
+#[test]
+fn ping_without_pong_is_a_setup_error() {
+    let _g = serial();
+    let g = group(5);
+    let out = run(
+        &[
+            "ping",
+            "--group",
+            &g,
+            "--interface",
+            "127.0.0.1",
+            "--connect-timeout",
+            "0.3",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nakcast pong"));
+}
+
+#[test]
+fn doctor_on_loopback() {
+    let _g = serial();
+    let out = run(
+        &["doctor", "--interface", "127.0.0.1", "--json"],
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let j = last_json(&out);
+    assert_eq!(j["ok"].as_bool(), Some(true), "{j}");
+    let checks = j["checks"].as_array().expect("checks");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"] == "loopback delivery" && c["status"] == "pass"),
+        "{j}"
+    );
+    let bad = run(
+        &["doctor", "--interface", "no-such-if0"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(bad.status.code(), Some(1), "{}", describe(&bad));
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("fix:"));
+}
+
+#[test]
+fn usage_and_setup_errors_exit_2() {
+    let cases: &[&[&str]] = &[
+        &[],
+        &["frobnicate"],
+        &["sub"],
+        &["pub", "--group", "not-an-address"],
+        &["bench", "--loss", "150"],
+        &["bench", "--size", "4"],
+        &["ping", "--group", "239.255.0.1:1", "--size", "100000"],
+        &[
+            "sub",
+            "--group",
+            "239.255.0.1:40999",
+            "--interface",
+            "no-such-if0",
+        ],
+    ];
+    for args in cases {
+        let out = run(args, Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+        assert!(!out.stderr.is_empty(), "{args:?}: no message");
+    }
+}
+
+#[test]
+fn every_subcommand_has_help_with_an_example() {
+    for sub in ["pub", "sub", "ping", "pong", "bench", "doctor"] {
+        let out = run(&[sub, "--help"], Duration::from_secs(10));
+        assert!(out.status.success(), "{sub}: {}", describe(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Examples"), "{sub} --help: {text}");
+        assert!(text.contains("nakcast "), "{sub} --help: {text}");
+    }
+}
