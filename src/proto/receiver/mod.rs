@@ -132,7 +132,8 @@ pub struct ReceiverStats {
     pub decode_errors: u64,
     /// Frames for a stream this receiver does not accept.
     pub foreign_stream: u64,
-    /// Valid frames a receiver does not act on (NAKs, UNAVAILABLE for unknown sources).
+    /// Valid frames a receiver does not act on (NAK and STATUS frames, whatever their
+    /// stream; UNAVAILABLE for unknown sources).
     pub ignored_frames: u64,
     /// Frames from new sources refused because `max_sources` were tracked.
     pub sources_rejected: u64,
@@ -238,12 +239,13 @@ impl Receiver {
             }
         };
         let header = frame.header();
-        if self.cfg.stream.is_some_and(|s| s != header.stream) {
-            self.stats.foreign_stream += 1;
+        if matches!(header.frame_type, FrameType::Nak | FrameType::Status) {
+            // Receiver-to-publisher frames (another receiver's, or our own looped back).
+            self.stats.ignored_frames += 1;
             return;
         }
-        if header.frame_type == FrameType::Nak {
-            self.stats.ignored_frames += 1;
+        if self.cfg.stream.is_some_and(|s| s != header.stream) {
+            self.stats.foreign_stream += 1;
             return;
         }
         let id = SourceId {
@@ -314,7 +316,9 @@ impl Receiver {
                     src.on_unavailable(range, now, &mut ctx, on_event);
                 }
             }
-            Frame::Nak(_) => unreachable!("NAKs are ignored above"),
+            Frame::Nak(_) | Frame::Status { .. } => {
+                unreachable!("receiver-to-publisher frames are ignored above")
+            }
         }
     }
 

@@ -14,12 +14,20 @@
 //!
 //! NAK and UNAVAILABLE body: `count` u16 (1..=MAX_RANGES), 6 reserved bytes, then `count`
 //! ranges of `start` u64, `end` u64 (half-open, `start < end`, span <= MAX_RANGE_SPAN).
+//!
+//! STATUS body (receiver to publisher, unicast; exactly 8 bytes):
+//! ```text
+//! 24  4  flags      bit 0 STATUS_LEAVING; other bits zero when sent, ignored when received
+//! 28  4  reserved   zero when sent, ignored when received
+//! ```
+//! Its header carries the stream the receiver wants and the session it follows (0 if it
+//! does not know one yet).
 
-use super::header::{FLAG_RETRANSMIT, FrameType, HEADER_LEN, Header};
+use super::header::{FLAG_RETRANSMIT, FrameType, HEADER_LEN, Header, STATUS_LEAVING};
 use super::{
     CONTROL_BODY_LEN, DATA_PREFIX_LEN, DecodeError, EncodeError, FRAGMENT_HEADER_LEN,
-    MAX_RANGE_SPAN, MAX_RANGES, RANGE_LEN, RANGES_PREFIX_LEN, SeqRange, read_u16, read_u64,
-    write_u16, write_u32, write_u64,
+    MAX_RANGE_SPAN, MAX_RANGES, RANGE_LEN, RANGES_PREFIX_LEN, STATUS_BODY_LEN, SeqRange, read_u16,
+    read_u32, read_u64, write_u16, write_u32, write_u64,
 };
 
 /// A decoded frame: its header and a view of its body.
@@ -48,6 +56,13 @@ pub enum Frame<'a> {
         next_seq: u64,
         /// Oldest sequence the publisher can still repair.
         oldest_seq: u64,
+    },
+    /// Receiver's request to be sent the stream by unicast (or, leaving, to stop).
+    Status {
+        /// The frame header: the stream wanted and the session followed (0 if unknown).
+        header: Header,
+        /// The receiver is going away (`STATUS_LEAVING`).
+        leaving: bool,
     },
 }
 
@@ -86,6 +101,20 @@ impl<'a> Frame<'a> {
             }
             FrameType::Nak => RangeList::parse(header, bytes).map(Frame::Nak),
             FrameType::Unavailable => RangeList::parse(header, bytes).map(Frame::Unavailable),
+            FrameType::Status => {
+                if bytes.len() != HEADER_LEN + STATUS_BODY_LEN {
+                    return Err(if bytes.len() < HEADER_LEN + STATUS_BODY_LEN {
+                        DecodeError::Truncated
+                    } else {
+                        DecodeError::TrailingBytes
+                    });
+                }
+                let flags = read_u32(bytes, HEADER_LEN);
+                Ok(Frame::Status {
+                    header,
+                    leaving: flags & STATUS_LEAVING != 0,
+                })
+            }
         }
     }
 
@@ -94,7 +123,9 @@ impl<'a> Frame<'a> {
         match self {
             Frame::Data(d) => d.header,
             Frame::Nak(r) | Frame::Unavailable(r) => r.header,
-            Frame::Heartbeat { header, .. } | Frame::Close { header, .. } => *header,
+            Frame::Heartbeat { header, .. }
+            | Frame::Close { header, .. }
+            | Frame::Status { header, .. } => *header,
         }
     }
 }
@@ -465,6 +496,33 @@ pub fn emit_ranges(
         write_u64(buf, at, r.start);
         write_u64(buf, at + 8, r.end);
     }
+    finish_frame(&mut buf[..len]);
+    Ok(len)
+}
+
+/// Encode a STATUS frame into `buf`; returns its length.
+///
+/// `stream` is the stream the receiver wants, `session` the publisher session it follows
+/// (0 if it does not know one yet), `leaving` sets [`STATUS_LEAVING`].
+pub fn emit_status(
+    buf: &mut [u8],
+    stream: u32,
+    session: u64,
+    leaving: bool,
+) -> Result<usize, EncodeError> {
+    let len = HEADER_LEN + STATUS_BODY_LEN;
+    if buf.len() < len {
+        return Err(EncodeError::BufferTooSmall);
+    }
+    Header {
+        frame_type: FrameType::Status,
+        flags: 0,
+        stream,
+        session,
+    }
+    .emit(buf);
+    write_u32(buf, HEADER_LEN, if leaving { STATUS_LEAVING } else { 0 });
+    write_u32(buf, HEADER_LEN + 4, 0);
     finish_frame(&mut buf[..len]);
     Ok(len)
 }

@@ -19,6 +19,9 @@ pub const HEADER_LEN: usize = 24;
 pub const PROTOCOL_VERSION: u8 = 1;
 /// DATA flag: the frame is a repair sent in answer to a NAK.
 pub const FLAG_RETRANSMIT: u16 = 0x0001;
+/// STATUS body flag (bit 0 of its `flags` u32): the receiver is going away; the publisher
+/// stops sending to it.
+pub const STATUS_LEAVING: u32 = 0x0000_0001;
 /// Fragment flag: the first fragment of a message.
 pub const FRAG_BEGIN: u8 = 0x01;
 /// Fragment flag: the last fragment of a message.
@@ -38,6 +41,9 @@ pub enum FrameType {
     Unavailable = 4,
     /// Publisher to group: clean end of the session, with its final sequence.
     Close = 5,
+    /// Receiver to publisher (unicast): "send me this stream" (unicast fan-out), or with
+    /// [`STATUS_LEAVING`] "stop sending to me".
+    Status = 6,
 }
 
 impl FrameType {
@@ -49,6 +55,7 @@ impl FrameType {
             3 => Self::Nak,
             4 => Self::Unavailable,
             5 => Self::Close,
+            6 => Self::Status,
             _ => return None,
         })
     }
@@ -63,7 +70,8 @@ pub struct Header {
     pub flags: u16,
     /// Stream id: independent sequence spaces can share a group and port.
     pub stream: u32,
-    /// Session id of the publisher the frame belongs to (or is addressed to, for NAK).
+    /// Session id of the publisher the frame belongs to (or is addressed to, for NAK; for
+    /// STATUS, the session the receiver follows, 0 if it does not know one yet).
     pub session: u64,
 }
 

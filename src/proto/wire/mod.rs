@@ -9,18 +9,19 @@
 //! a [`DecodeError`]; nothing in this module panics on network input.
 //!
 //! Encoding writes into a caller-provided buffer: [`DataFrameWriter`] builds a DATA frame
-//! fragment by fragment, and [`emit_control`] / [`emit_ranges`] write the small control
-//! frames. Buffers too small for the frame are reported as [`EncodeError`].
+//! fragment by fragment, and [`emit_control`] / [`emit_ranges`] / [`emit_status`] write the
+//! small control frames. Buffers too small for the frame are reported as [`EncodeError`].
 
 mod frames;
 mod header;
 
 pub use frames::{
     DataFrame, DataFrameWriter, Fragment, FragmentIter, Frame, RangeIter, RangeList, emit_control,
-    emit_ranges, finish_frame, set_retransmit,
+    emit_ranges, emit_status, finish_frame, set_retransmit,
 };
 pub use header::{
     FLAG_RETRANSMIT, FRAG_BEGIN, FRAG_END, FrameType, HEADER_LEN, Header, PROTOCOL_VERSION,
+    STATUS_LEAVING,
 };
 
 use core::fmt;
@@ -31,6 +32,8 @@ pub const FRAGMENT_HEADER_LEN: usize = 4;
 pub const DATA_PREFIX_LEN: usize = 12;
 /// Bytes of a HEARTBEAT or CLOSE body (next sequence u64, oldest retained u64).
 pub const CONTROL_BODY_LEN: usize = 16;
+/// Bytes of a STATUS body (flags u32, reserved 4 bytes).
+pub const STATUS_BODY_LEN: usize = 8;
 /// Bytes of a range-list body before its first range (count u16, reserved 6 bytes).
 pub const RANGES_PREFIX_LEN: usize = 8;
 /// Bytes per range in a NAK or UNAVAILABLE frame (start u64, end u64).

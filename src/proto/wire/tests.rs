@@ -97,6 +97,66 @@ fn control_and_ranges_round_trip() {
     assert!(matches!(Frame::parse(&buf[..n]).unwrap(), Frame::Unavailable(l) if l.len() == 1));
 }
 
+#[test]
+fn status_fixture_bytes_and_round_trip() {
+    let mut buf = [0u8; 64];
+    let n = emit_status(&mut buf, 7, 0x1122_3344_5566_7788, false).unwrap();
+    assert_eq!(n, HEADER_LEN + STATUS_BODY_LEN);
+    let f = &buf[..n];
+    // Header after the CRC: version 1, type STATUS (6), flags 0, stream 7, reserved, session.
+    assert_eq!(&f[4..8], &[1, 6, 0, 0]);
+    assert_eq!(&f[8..12], &7u32.to_le_bytes());
+    assert_eq!(&f[12..16], &[0; 4]);
+    assert_eq!(&f[16..24], &0x1122_3344_5566_7788u64.to_le_bytes());
+    assert_eq!(&f[24..32], &[0; 8]);
+    assert_eq!(&f[0..4], &crc32fast::hash(&f[4..]).to_le_bytes());
+    match Frame::parse(f).unwrap() {
+        Frame::Status { header, leaving } => {
+            assert_eq!(header.frame_type, FrameType::Status);
+            assert_eq!(
+                (header.stream, header.session, leaving),
+                (7, 0x1122_3344_5566_7788, false)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let n = emit_status(&mut buf, 3, 0, true).unwrap();
+    assert_eq!(&buf[24..32], &[1, 0, 0, 0, 0, 0, 0, 0]);
+    let frame = Frame::parse(&buf[..n]).unwrap();
+    assert!(matches!(frame, Frame::Status { leaving: true, .. }));
+    assert_eq!(frame.header().session, 0);
+    assert_eq!(frame.header().stream, 3);
+
+    // Unknown flag bits and reserved bytes are ignored (forward compatible).
+    let mut fut = buf[..n].to_vec();
+    fut[24] = 0xFE;
+    fut[28..32].copy_from_slice(&[9; 4]);
+    assert!(matches!(
+        Frame::parse(&recrc(fut)).unwrap(),
+        Frame::Status { leaving: false, .. }
+    ));
+
+    // Strict length: one byte short or long is an error, whatever the CRC.
+    let short = recrc(buf[..n - 1].to_vec());
+    assert_eq!(Frame::parse(&short).unwrap_err(), DecodeError::Truncated);
+    let header_only = recrc(buf[..HEADER_LEN].to_vec());
+    assert_eq!(
+        Frame::parse(&header_only).unwrap_err(),
+        DecodeError::Truncated
+    );
+    let mut long = buf[..n].to_vec();
+    long.push(0);
+    assert_eq!(
+        Frame::parse(&recrc(long)).unwrap_err(),
+        DecodeError::TrailingBytes
+    );
+    assert_eq!(
+        emit_status(&mut buf[..n - 1], 0, 0, false).unwrap_err(),
+        EncodeError::BufferTooSmall
+    );
+}
+
 /// Re-CRC a hand-mangled frame so the test reaches the check after the CRC.
 fn recrc(mut f: Vec<u8>) -> Vec<u8> {
     finish_frame(&mut f);
@@ -221,6 +281,28 @@ proptest! {
                 Frame::Nak(l) | Frame::Unavailable(l) => { let _ = l.iter().count(); }
                 _ => {}
             }
+        }
+    }
+
+    /// STATUS with any body length and content never panics; only exactly 8 bytes decode.
+    #[test]
+    fn status_garbage_never_panics(
+        stream in any::<u32>(),
+        session in any::<u64>(),
+        body in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let mut f = vec![0u8; HEADER_LEN];
+        Header { frame_type: FrameType::Status, flags: 0, stream, session }.emit(&mut f);
+        f.extend_from_slice(&body);
+        finish_frame(&mut f);
+        match Frame::parse(&f) {
+            Ok(Frame::Status { header, leaving }) => {
+                prop_assert_eq!(body.len(), STATUS_BODY_LEN);
+                prop_assert_eq!((header.stream, header.session), (stream, session));
+                prop_assert_eq!(leaving, body[0] & 1 == 1);
+            }
+            Ok(other) => prop_assert!(false, "{:?}", other),
+            Err(e) => prop_assert!(body.len() != STATUS_BODY_LEN, "{:?}", e),
         }
     }
 
