@@ -49,6 +49,16 @@ pub struct PublisherConfig {
     pub send_rate: Option<u64>,
     /// Burst allowance of `send_rate`, in bytes.
     pub send_burst: u64,
+    /// Most unicast destinations added by receivers' STATUS frames (unicast fan-out for
+    /// networks without multicast). A STATUS from a further address is refused and counted
+    /// in [`PublisherStats::destinations_refused`](super::PublisherStats). Static
+    /// destinations ([`Publisher::add_destination`](super::Publisher::add_destination)) do
+    /// not count against it. At most 65536; lookups are linear in the count.
+    pub max_destinations: usize,
+    /// A destination added by STATUS that sent no STATUS for this long is dropped.
+    /// Receivers send STATUS every `ReceiverConfig::status_interval`, which must be well
+    /// below this (a third or less, so that two lost STATUS frames do not drop a receiver).
+    pub destination_timeout: Duration,
 }
 
 impl Default for PublisherConfig {
@@ -71,6 +81,8 @@ impl Default for PublisherConfig {
             heartbeat_max: Duration::from_millis(100),
             send_rate: None,
             send_burst: 1 << 20,
+            max_destinations: 64,
+            destination_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -87,6 +99,8 @@ impl PublisherConfig {
         self.max_frames_examined_per_nak = self.max_frames_examined_per_nak.max(1);
         self.heartbeat_min = self.heartbeat_min.max(Duration::from_micros(1));
         self.heartbeat_max = self.heartbeat_max.max(self.heartbeat_min);
+        self.max_destinations = self.max_destinations.min(1 << 16);
+        self.destination_timeout = self.destination_timeout.max(Duration::from_millis(1));
         // A message must fit in the unsent allowance, or it could never be offered.
         let room = self.mtu - DataFrameWriter::EMPTY_LEN - wire::FRAGMENT_HEADER_LEN;
         let allowance_frames = (self.max_unsent_frames().saturating_sub(1) as u64)

@@ -4,11 +4,27 @@
 //! # Call order (the sans-IO contract)
 //! 1. [`Publisher::offer`] as the application produces messages.
 //! 2. [`Publisher::handle_datagram`] for every datagram arriving on the publisher's socket
-//!    (NAKs from receivers).
+//!    (NAKs and STATUS frames from receivers).
 //! 3. [`Publisher::poll_transmit`] until it returns `None`, sending each frame to its
-//!    [`Destination`].
+//!    [`Destination`]. [`Destination::Group`] means the multicast group, or, in unicast
+//!    mode, every address [`Publisher::destinations`] yields right after that call (it
+//!    expires stale destinations first, so read the list after polling).
 //! 4. Sleep or spin until [`Publisher::poll_timeout`], then go to 2 (calling
 //!    `poll_transmit` again is all a timeout needs: timers are evaluated against `now`).
+//!
+//! # Unicast fan-out (networks without multicast)
+//! Receivers configured with `ReceiverConfig::status_to` send a STATUS frame to the
+//! publisher every `status_interval`; the first one adds the sender address as a
+//! destination (and makes a heartbeat due at once, so the joiner learns the window), later
+//! ones refresh it, one with the LEAVING flag removes it, and silence for
+//! [`PublisherConfig::destination_timeout`] expires it. [`Publisher::add_destination`] adds
+//! static destinations that never expire. Recovery is unchanged: NAKs are unicast as
+//! always, and repairs go to [`Destination::Group`] like everything else.
+//!
+//! STATUS is not authenticated: anyone who can send the publisher a datagram can make it
+//! send the stream to an address of their choosing (a spoofed source address included),
+//! for up to `destination_timeout`. `max_destinations` bounds the damage; deploy unicast
+//! mode only where the publisher's port is reachable by trusted hosts.
 
 mod config;
 
@@ -84,8 +100,19 @@ pub struct PublisherStats {
     pub closes: u64,
     /// Datagrams that failed to decode (CRC, version, layout).
     pub decode_errors: u64,
-    /// Valid frames not addressed to this publisher (other session/stream, or not a NAK).
+    /// Valid frames not addressed to this publisher (other session/stream, or neither a
+    /// NAK nor a STATUS).
     pub ignored_frames: u64,
+    /// STATUS frames received for this stream (any session).
+    pub status_received: u64,
+    /// Unicast destinations added (by STATUS or [`Publisher::add_destination`]).
+    pub destinations_added: u64,
+    /// Destinations dropped because they sent no STATUS for `destination_timeout`.
+    pub destinations_expired: u64,
+    /// Destinations removed by a STATUS with the LEAVING flag.
+    pub destinations_left: u64,
+    /// STATUS frames from new addresses refused because `max_destinations` were tracked.
+    pub destinations_refused: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -102,6 +129,16 @@ struct HeartbeatTimer {
     last_data: Instant,
     data_since: bool,
     interval: Duration,
+    /// A new destination joined: send a heartbeat at the next opportunity.
+    due_now: bool,
+}
+
+/// One unicast destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct UnicastDest {
+    addr: SocketAddr,
+    /// When it is dropped unless refreshed by STATUS; `None` for a static destination.
+    expires_at: Option<Instant>,
 }
 
 /// The sans-IO publisher for one stream of one session.
@@ -123,6 +160,14 @@ pub struct Publisher {
     pending_unavailable: Option<SeqRange>,
     last_unavailable: Option<(SeqRange, Instant)>,
     heartbeat: HeartbeatTimer,
+    /// Unicast destinations, static and dynamic. Capacity is reserved up front for every
+    /// static one plus `max_destinations` dynamic ones: STATUS never allocates.
+    destinations: Vec<UnicastDest>,
+    /// Number of dynamic (STATUS-added) entries in `destinations`.
+    dynamic_destinations: usize,
+    /// No dynamic destination expires before this (a lower bound: refreshes move the real
+    /// expiries later; the scan in `expire_destinations` recomputes it).
+    next_expiry: Option<Instant>,
     closing: bool,
     /// The latest `now` seen by any entry point (for deadlines computed without one).
     now: Instant,
@@ -164,7 +209,11 @@ impl Publisher {
                 last_data: now,
                 data_since: false,
                 interval: cfg.heartbeat_min,
+                due_now: false,
             },
+            destinations: Vec::with_capacity(cfg.max_destinations),
+            dynamic_destinations: 0,
+            next_expiry: None,
             closing: false,
             now,
             stats: PublisherStats::default(),
@@ -200,6 +249,118 @@ impl Publisher {
     /// Oldest sequence number still repairable.
     pub fn oldest_retained(&self) -> u64 {
         self.ring.oldest_seq()
+    }
+
+    /// Every unicast destination, static and dynamic, in no particular order.
+    ///
+    /// In unicast mode a [`Destination::Group`] transmit goes to each of these (and, if the
+    /// transport also has a multicast group, to the group). Expiry is evaluated in
+    /// [`Publisher::poll_transmit`], so read this right after it for an up-to-date list.
+    pub fn destinations(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.destinations.iter().map(|d| d.addr)
+    }
+
+    /// Add a static unicast destination (a statically configured receiver): it never
+    /// expires, is not removed by a LEAVING STATUS, and does not count against
+    /// [`PublisherConfig::max_destinations`]. Adding an address that is already a dynamic
+    /// destination makes it static. A heartbeat is made due at once for a new destination.
+    ///
+    /// Meant for setup: this may allocate (STATUS handling never does).
+    pub fn add_destination(&mut self, addr: SocketAddr) {
+        if let Some(d) = self.destinations.iter_mut().find(|d| d.addr == addr) {
+            if d.expires_at.take().is_some() {
+                self.dynamic_destinations -= 1;
+            }
+            return;
+        }
+        let statics = self.destinations.len() - self.dynamic_destinations + 1;
+        let want = statics + self.cfg.max_destinations;
+        self.destinations
+            .reserve_exact(want.saturating_sub(self.destinations.len()));
+        self.destinations.push(UnicastDest {
+            addr,
+            expires_at: None,
+        });
+        self.stats.destinations_added += 1;
+        self.heartbeat.due_now = true;
+    }
+
+    /// Remove a unicast destination, static or dynamic; returns whether it was present.
+    pub fn remove_destination(&mut self, addr: SocketAddr) -> bool {
+        match self.destinations.iter().position(|d| d.addr == addr) {
+            Some(i) => {
+                if self.destinations.swap_remove(i).expires_at.is_some() {
+                    self.dynamic_destinations -= 1;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drop dynamic destinations whose STATUS is older than `destination_timeout`.
+    fn expire_destinations(&mut self, now: Instant) {
+        if self.next_expiry.is_none_or(|e| now < e) {
+            return;
+        }
+        let mut next: Option<Instant> = None;
+        let mut expired = 0;
+        self.destinations.retain(|d| match d.expires_at {
+            Some(e) if now >= e => {
+                expired += 1;
+                false
+            }
+            Some(e) => {
+                next = Some(next.map_or(e, |n| n.min(e)));
+                true
+            }
+            None => true,
+        });
+        self.next_expiry = next;
+        self.dynamic_destinations -= expired;
+        self.stats.destinations_expired += expired as u64;
+    }
+
+    /// STATUS from `from`: add, refresh or (leaving) remove it as a dynamic destination.
+    fn on_status(&mut self, now: Instant, from: SocketAddr, leaving: bool) {
+        self.stats.status_received += 1;
+        let found = self.destinations.iter().position(|d| d.addr == from);
+        if leaving {
+            if let Some(i) = found
+                && self.destinations[i].expires_at.is_some()
+            {
+                self.destinations.swap_remove(i);
+                self.dynamic_destinations -= 1;
+                self.stats.destinations_left += 1;
+            }
+            return;
+        }
+        let expires_at = now + self.cfg.destination_timeout;
+        if let Some(i) = found {
+            let d = &mut self.destinations[i];
+            if d.expires_at.is_some() {
+                d.expires_at = Some(expires_at);
+            }
+            return;
+        }
+        if self.dynamic_destinations >= self.cfg.max_destinations {
+            // Make room from stale entries before refusing.
+            self.expire_destinations(now);
+            if self.dynamic_destinations >= self.cfg.max_destinations {
+                self.stats.destinations_refused += 1;
+                return;
+            }
+        }
+        debug_assert!(self.destinations.len() < self.destinations.capacity());
+        self.destinations.push(UnicastDest {
+            addr: from,
+            expires_at: Some(expires_at),
+        });
+        self.dynamic_destinations += 1;
+        self.next_expiry = Some(self.next_expiry.map_or(expires_at, |e| e.min(expires_at)));
+        self.stats.destinations_added += 1;
+        // Tell the joiner the window now rather than up to heartbeat_max later.
+        self.heartbeat.due_now = true;
     }
 
     /// Whether `close` was called.
@@ -329,12 +490,19 @@ impl Publisher {
         self.heartbeat.last_sent = now;
     }
 
-    /// Process one datagram received on the publisher's socket.
+    /// Process one datagram received on the publisher's socket from `from`.
+    ///
+    /// A NAK for this session queues repairs. A STATUS for this stream (whatever its
+    /// session: a joiner does not know it yet) adds or refreshes `from` as a unicast
+    /// destination, or removes it if LEAVING; see the module docs.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        let _ = from;
         self.now = now;
         let list = match Frame::parse(bytes) {
             Ok(Frame::Nak(list)) => list,
+            Ok(Frame::Status { header, leaving }) if header.stream == self.cfg.stream => {
+                self.on_status(now, from, leaving);
+                return;
+            }
             Ok(_) => {
                 self.stats.ignored_frames += 1;
                 return;
@@ -395,9 +563,11 @@ impl Publisher {
     /// nothing is due at `now`.
     ///
     /// Order: UNAVAILABLE notices, repairs (within the retransmit bandwidth cap), new data,
-    /// then heartbeat or CLOSE.
+    /// then heartbeat or CLOSE. Unicast destinations silent past `destination_timeout` are
+    /// dropped first.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.now = now;
+        self.expire_destinations(now);
         if let Some(t) = self.transmit_unavailable(now, buf) {
             return Some(t);
         }
@@ -498,7 +668,9 @@ impl Publisher {
 
     fn heartbeat_due(&self) -> Instant {
         let hb = &self.heartbeat;
-        if hb.data_since {
+        if hb.due_now {
+            self.now
+        } else if hb.data_since {
             (hb.last_data + self.cfg.heartbeat_min).min(hb.last_sent + self.cfg.heartbeat_max)
         } else {
             hb.last_sent + hb.interval
@@ -534,6 +706,7 @@ impl Publisher {
         }
         .min(self.cfg.heartbeat_max);
         hb.data_since = false;
+        hb.due_now = false;
         hb.last_sent = now;
         if self.closing {
             self.stats.closes += 1;
@@ -546,10 +719,14 @@ impl Publisher {
         })
     }
 
-    /// The next instant at which `poll_transmit` may have something to send (if nothing is
-    /// sendable now). Callers should call `poll_transmit` at or after it.
+    /// The next instant at which `poll_transmit` may have something to send or a
+    /// destination to expire (if nothing is sendable now). Callers should call
+    /// `poll_transmit` at or after it.
     pub fn poll_timeout(&self) -> Instant {
         let mut t = self.heartbeat_due();
+        if let Some(e) = self.next_expiry {
+            t = t.min(e);
+        }
         if let Some(open) = &self.open {
             t = t.min(open.opened_at + self.cfg.linger);
         }

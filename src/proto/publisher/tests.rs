@@ -1,5 +1,5 @@
 use super::*;
-use crate::proto::wire::{Frame, FrameType, SeqRange, emit_ranges};
+use crate::proto::wire::{Frame, FrameType, SeqRange, emit_ranges, emit_status};
 use proptest::prelude::*;
 
 fn t0() -> Instant {
@@ -257,6 +257,188 @@ fn heartbeats_back_off_while_idle_and_close_repeats() {
         Frame::parse(&drain(&mut p, t2)[0]).unwrap(),
         Frame::Close { .. }
     ));
+}
+
+fn status(stream: u32, session: u64, leaving: bool) -> Vec<u8> {
+    let mut buf = [0u8; 64];
+    let n = emit_status(&mut buf, stream, session, leaving).unwrap();
+    buf[..n].to_vec()
+}
+
+fn addr(i: u32) -> SocketAddr {
+    SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 9000 + (i >> 16) as u16))
+}
+
+fn dests(p: &Publisher) -> Vec<SocketAddr> {
+    let mut v: Vec<_> = p.destinations().collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn status_adds_refreshes_expires_and_leaving_removes_a_destination() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        stream: 4,
+        ..PublisherConfig::default()
+    };
+    let timeout = cfg.destination_timeout;
+    let mut p = Publisher::new(cfg, 77, now);
+    assert_eq!(p.destinations().count(), 0);
+    // A joiner does not know the session: 0 (or anything) is accepted; another stream is not.
+    p.handle_datagram(now, addr(1), &status(4, 0, false));
+    p.handle_datagram(now, addr(2), &status(4, 12345, false));
+    p.handle_datagram(now, addr(3), &status(5, 77, false));
+    assert_eq!(dests(&p), [addr(1), addr(2)]);
+    assert_eq!(p.stats().destinations_added, 2);
+    assert_eq!(p.stats().status_received, 2);
+    assert_eq!(p.stats().ignored_frames, 1);
+
+    // Refresh addr(1) halfway; addr(2) stays silent and expires at the timeout.
+    let half = now + timeout / 2;
+    p.handle_datagram(half, addr(1), &status(4, 77, false));
+    assert_eq!(p.stats().destinations_added, 2, "a refresh is not an add");
+    assert_eq!(
+        p.next_expiry,
+        Some(now + timeout),
+        "a lower bound of the expiries"
+    );
+    drain(&mut p, now + timeout - us(1));
+    assert_eq!(dests(&p), [addr(1), addr(2)]);
+    drain(&mut p, now + timeout);
+    assert_eq!(dests(&p), [addr(1)]);
+    assert_eq!(p.stats().destinations_expired, 1);
+    drain(&mut p, half + timeout);
+    assert!(
+        dests(&p).is_empty(),
+        "refreshed one expires a timeout after its refresh"
+    );
+    assert_eq!(p.stats().destinations_expired, 2);
+
+    // LEAVING removes at once; LEAVING from an unknown address is harmless.
+    let t = half + timeout;
+    p.handle_datagram(t, addr(5), &status(4, 77, false));
+    p.handle_datagram(t, addr(5), &status(4, 77, true));
+    p.handle_datagram(t, addr(6), &status(4, 77, true));
+    assert!(dests(&p).is_empty());
+    assert_eq!(p.stats().destinations_left, 1);
+    assert_eq!(p.stats().destinations_expired, 2);
+}
+
+#[test]
+fn static_destinations_never_expire_and_do_not_count_against_the_limit() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        max_destinations: 2,
+        ..PublisherConfig::default()
+    };
+    let timeout = cfg.destination_timeout;
+    let mut p = Publisher::new(cfg, 1, now);
+    p.add_destination(addr(100));
+    p.add_destination(addr(100));
+    for i in 0..3 {
+        p.handle_datagram(now, addr(i), &status(0, 0, false));
+    }
+    assert_eq!(dests(&p), [addr(0), addr(1), addr(100)]);
+    assert_eq!(p.stats().destinations_refused, 1);
+    // STATUS and LEAVING from a static destination change nothing.
+    p.handle_datagram(now, addr(100), &status(0, 0, true));
+    drain(&mut p, now + timeout * 10);
+    assert_eq!(dests(&p), [addr(100)]);
+    // A dynamic destination made static stays; remove_destination removes either kind.
+    p.handle_datagram(now + timeout * 10, addr(7), &status(0, 0, false));
+    p.add_destination(addr(7));
+    drain(&mut p, now + timeout * 20);
+    assert_eq!(dests(&p), [addr(7), addr(100)]);
+    assert!(p.remove_destination(addr(7)));
+    assert!(!p.remove_destination(addr(7)));
+    assert_eq!(dests(&p), [addr(100)]);
+}
+
+#[test]
+fn destinations_beyond_the_limit_are_refused_until_one_expires() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        max_destinations: 3,
+        ..PublisherConfig::default()
+    };
+    let timeout = cfg.destination_timeout;
+    let mut p = Publisher::new(cfg, 1, now);
+    for i in 0..3 {
+        p.handle_datagram(now + us(u64::from(i)), addr(i), &status(0, 0, false));
+    }
+    p.handle_datagram(now, addr(9), &status(0, 0, false));
+    assert_eq!(p.stats().destinations_refused, 1);
+    assert_eq!(dests(&p), [addr(0), addr(1), addr(2)]);
+    // Once the oldest is stale, a newcomer takes its slot, even before any poll_transmit.
+    p.handle_datagram(now + timeout, addr(9), &status(0, 0, false));
+    assert_eq!(dests(&p), [addr(1), addr(2), addr(9)]);
+    assert_eq!(p.stats().destinations_expired, 1);
+    assert_eq!(p.stats().destinations_refused, 1);
+}
+
+#[test]
+fn status_flood_from_random_addresses_stays_bounded_without_allocating() {
+    let now = t0();
+    let mut p = Publisher::new(PublisherConfig::default(), 1, now);
+    let max = p.config().max_destinations;
+    let cap = p.destinations.capacity();
+    assert!(cap >= max);
+    let frame = status(0, 0, false);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut buf = vec![0u8; 2048];
+    for i in 0..100_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let from = SocketAddr::from((
+            [(x >> 8) as u8, (x >> 16) as u8, (x >> 24) as u8, x as u8],
+            (x >> 32) as u16,
+        ));
+        let t = now + us(i * 10);
+        p.handle_datagram(t, from, &frame);
+        while p.poll_transmit(t, &mut buf).is_some() {}
+        assert!(p.destinations().count() <= max);
+    }
+    assert_eq!(
+        p.destinations.capacity(),
+        cap,
+        "the destination table never grew"
+    );
+    // 1 s of virtual time, below the 5 s timeout: the first 64 stay, the rest are refused.
+    assert_eq!(p.stats().destinations_added, max as u64);
+    assert_eq!(p.stats().destinations_refused, 100_000 - max as u64);
+}
+
+#[test]
+fn a_new_destination_gets_a_heartbeat_promptly() {
+    let now = t0();
+    let mut p = Publisher::new(PublisherConfig::default(), 5, now);
+    p.offer(now, b"x").unwrap();
+    drain(&mut p, now);
+    // Idle long enough for the heartbeat interval to reach heartbeat_max.
+    let mut t = now;
+    while t < now + Duration::from_millis(500) {
+        t = p.poll_timeout();
+        drain(&mut p, t);
+    }
+    let later = t + Duration::from_millis(10);
+    assert!(drain(&mut p, later).is_empty(), "not due yet");
+    p.handle_datagram(later, addr(1), &status(0, 0, false));
+    assert_eq!(p.poll_timeout(), later);
+    let out = drain(&mut p, later);
+    assert_eq!(out.len(), 1);
+    assert!(matches!(
+        Frame::parse(&out[0]).unwrap(),
+        Frame::Heartbeat {
+            next_seq: 1,
+            oldest_seq: 0,
+            ..
+        }
+    ));
+    // A refresh does not trigger another.
+    p.handle_datagram(later, addr(1), &status(0, 0, false));
+    assert!(drain(&mut p, later).is_empty());
 }
 
 proptest! {

@@ -1,6 +1,6 @@
 //! Bytes <-> frames: the nakcast wire format.
 //!
-//! Every frame is one UDP datagram: a fixed 24-byte little-endian [`header`] followed by a
+//! Every frame is one UDP datagram: a fixed 24-byte little-endian [`header`](Header) followed by a
 //! body whose layout depends on the frame type. docs/PROTOCOL.md specifies every byte.
 //!
 //! Decoding follows the smoltcp pattern: [`Frame::parse`] checks the CRC32, the version, the
