@@ -73,6 +73,11 @@ pub struct PubArgs {
     /// payloads.
     #[arg(long, conflicts_with_all = ["size"])]
     stdin: bool,
+    /// Send from this UDP source port (default: ephemeral). Receivers key a publisher on its
+    /// source address, so a publisher restarted on the same port is seen as a restart (a new
+    /// session) rather than as a new publisher.
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    source_port: u16,
     /// Print one JSON object on the last line of stdout instead of a status line.
     #[arg(long)]
     json: bool,
@@ -118,7 +123,9 @@ pub struct SubArgs {
 /// Run `nakcast pub`.
 pub fn run_pub(a: PubArgs) -> Result<(), CliError> {
     super::catch_interrupts();
-    let mut publisher = Publisher::new(PublisherOptions::new(a.channel.channel()))?;
+    let mut opts = PublisherOptions::new(a.channel.channel());
+    opts.socket.source_port = a.source_port;
+    let mut publisher = Publisher::new(opts)?;
     let mut status = StatusLine::new(!a.json);
     let start = Instant::now();
     let mut sent: u64 = 0;
