@@ -34,6 +34,14 @@ pub struct SubscriberOptions {
     /// real loss for demos and tests over real sockets.
     #[serde(default)]
     pub inject_loss: f64,
+    /// Largest datagram accepted (at least the publishers' `mtu`); larger ones are counted
+    /// as truncated and dropped. Each subscriber holds 32 buffers of this size.
+    #[serde(default = "default_max_datagram")]
+    pub max_datagram: usize,
+}
+
+fn default_max_datagram() -> usize {
+    2048
 }
 
 impl SubscriberOptions {
@@ -44,6 +52,7 @@ impl SubscriberOptions {
             socket: SocketConfig::default(),
             protocol: ReceiverConfig::default(),
             inject_loss: 0.0,
+            max_datagram: default_max_datagram(),
         }
     }
 }
