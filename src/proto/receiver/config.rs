@@ -1,5 +1,6 @@
 //! Receiver configuration and its defaults.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,20 @@ pub struct ReceiverConfig {
     pub loss_deadline: Duration,
     /// A publisher silent for this long is reported inactive and its gaps lost.
     pub inactivity_timeout: Duration,
+    /// Publishers to ask for the stream by unicast (networks without multicast): a STATUS
+    /// frame goes to each address every `status_interval`, the first at the first
+    /// `poll_transmit`. Use each publisher's data socket address (the source address of
+    /// its frames, where NAKs go) so the STATUS can carry the session followed. Empty
+    /// (default): multicast mode, no STATUS is sent. Duplicates are removed.
+    ///
+    /// The STATUS names `stream` (0 if `stream` is `None`): set `stream` in unicast mode
+    /// unless the publishers use stream 0.
+    pub status_to: Vec<SocketAddr>,
+    /// Interval between STATUS frames to each `status_to` address. Must be well below the
+    /// publisher's `PublisherConfig::destination_timeout` (5 s by default): a third of it
+    /// or less, so that losing two STATUS frames in a row does not make the publisher drop
+    /// this receiver. Default 1 s.
+    pub status_interval: Duration,
 }
 
 impl Default for ReceiverConfig {
@@ -72,6 +87,8 @@ impl Default for ReceiverConfig {
             max_nak_tries: 20,
             loss_deadline: Duration::from_secs(2),
             inactivity_timeout: Duration::from_secs(5),
+            status_to: Vec::new(),
+            status_interval: Duration::from_secs(1),
         }
     }
 }
@@ -109,6 +126,15 @@ impl ReceiverConfig {
         self.max_nak_tries = self.max_nak_tries.max(1);
         self.nak_retry_max = self.nak_retry_max.max(self.nak_retry_min);
         self.inactivity_timeout = self.inactivity_timeout.max(Duration::from_millis(1));
+        self.status_interval = self.status_interval.max(Duration::from_millis(1));
+        let mut seen = 0;
+        while seen < self.status_to.len() {
+            if self.status_to[..seen].contains(&self.status_to[seen]) {
+                self.status_to.remove(seen);
+            } else {
+                seen += 1;
+            }
+        }
         self
     }
 }

@@ -6,9 +6,19 @@
 //!    unicast port): messages and other [`Event`]s are handed to the callback at once, in
 //!    sequence order per publisher, with payloads borrowed from the datagram or the reorder
 //!    window (no copy on the in-order path).
-//! 2. [`Receiver::poll_transmit`] until `None`, sending each NAK to its destination (the
-//!    publisher's source address).
+//! 2. [`Receiver::poll_transmit`] until `None`, sending each NAK (and, in unicast mode,
+//!    each STATUS) to its [`Destination::Unicast`] address (for a NAK, the publisher's
+//!    source address).
 //! 3. At [`Receiver::poll_timeout`], call [`Receiver::handle_timeout`], then 2 again.
+//!
+//! # Unicast mode (networks without multicast)
+//! With [`ReceiverConfig::status_to`] set, `poll_transmit` also sends a STATUS frame to
+//! each of those publishers every `status_interval`, the first at the first call: that
+//! makes the publisher send the stream to this receiver by unicast. Call `poll_transmit`
+//! once right after construction so the first STATUS goes out (before any entry point has
+//! been given a `now`, `poll_timeout` cannot report it). To go away, call
+//! [`Receiver::leave`], then step 2: each publisher gets one STATUS with the LEAVING flag,
+//! and periodic STATUS stop. Delivery and recovery are the same as with multicast.
 
 mod config;
 mod gaps;
@@ -153,6 +163,8 @@ pub struct ReceiverStats {
     pub gaps: u64,
     /// NAK frames sent.
     pub naks_sent: u64,
+    /// STATUS frames sent (unicast mode), LEAVING ones included.
+    pub status_sent: u64,
     /// Ranges in those NAKs.
     pub nak_ranges: u64,
     /// Missing fragments that arrived after being NAKed.
@@ -179,6 +191,17 @@ pub struct ReceiverStats {
     pub inactive: u64,
 }
 
+/// STATUS schedule for one `status_to` address.
+#[derive(Clone, Copy, Debug)]
+struct StatusTarget {
+    addr: SocketAddr,
+    /// When the next periodic STATUS is due; `None` until the first one is sent (due at
+    /// the first `poll_transmit`).
+    due: Option<Instant>,
+    /// A LEAVING STATUS is still to be sent.
+    leave_pending: bool,
+}
+
 /// The sans-IO receiver: tracks every publisher heard on its group.
 #[derive(Debug)]
 pub struct Receiver {
@@ -186,6 +209,12 @@ pub struct Receiver {
     rng: SmallRng,
     sources: Vec<Source>,
     next_nak: usize,
+    /// One entry per `status_to` address, sized at construction.
+    status: Vec<StatusTarget>,
+    /// `leave` was called: periodic STATUS stopped.
+    leaving: bool,
+    /// The latest `now` any entry point was given (for `poll_timeout`).
+    last_now: Option<Instant>,
     stats: ReceiverStats,
 }
 
@@ -194,10 +223,22 @@ impl Receiver {
     /// seed in production, a fixed one in tests).
     pub fn new(cfg: ReceiverConfig, seed: u64) -> Self {
         let cfg = cfg.sanitized();
+        let status = cfg
+            .status_to
+            .iter()
+            .map(|&addr| StatusTarget {
+                addr,
+                due: None,
+                leave_pending: false,
+            })
+            .collect();
         Self {
             rng: SmallRng::seed_from_u64(seed),
             sources: Vec::with_capacity(cfg.max_sources),
             next_nak: 0,
+            status,
+            leaving: false,
+            last_now: None,
             stats: ReceiverStats::default(),
             cfg,
         }
@@ -218,6 +259,71 @@ impl Receiver {
         self.sources.len()
     }
 
+    /// Stop asking for the stream (unicast mode): the next `poll_transmit` calls send one
+    /// STATUS with the LEAVING flag to each `status_to` address, and no periodic STATUS is
+    /// sent afterwards. Frames still arriving are processed as usual. Calling it again
+    /// changes nothing; in multicast mode it does nothing.
+    pub fn leave(&mut self) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        for t in &mut self.status {
+            t.leave_pending = true;
+        }
+    }
+
+    /// Whether [`Receiver::leave`] was called.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// The session a STATUS to `addr` carries: that of the source tracked at `addr` for
+    /// the configured stream, or 0.
+    fn status_session(&self, addr: SocketAddr, stream: u32) -> u64 {
+        self.sources
+            .iter()
+            .find(|s| s.id.addr == addr && s.id.stream == stream)
+            .map_or(0, |s| s.session)
+    }
+
+    /// The next STATUS due at `now`, if any.
+    fn transmit_status(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let stream = self.cfg.stream.unwrap_or(0);
+        let i = self
+            .status
+            .iter()
+            .position(|t| t.leave_pending || (!self.leaving && t.due.is_none_or(|d| d <= now)))?;
+        let addr = self.status[i].addr;
+        let leaving = self.status[i].leave_pending;
+        let session = self.status_session(addr, stream);
+        let len = wire::emit_status(buf, stream, session, leaving).ok()?;
+        let t = &mut self.status[i];
+        t.leave_pending = false;
+        t.due = Some(now + self.cfg.status_interval);
+        self.stats.status_sent += 1;
+        Some(Transmit {
+            destination: Destination::Unicast(addr),
+            len,
+        })
+    }
+
+    /// The earliest STATUS deadline, if any.
+    fn status_deadline(&self) -> Option<Instant> {
+        self.status
+            .iter()
+            .filter_map(|t| {
+                if t.leave_pending || (!self.leaving && t.due.is_none()) {
+                    self.last_now
+                } else if self.leaving {
+                    None
+                } else {
+                    t.due
+                }
+            })
+            .min()
+    }
+
     /// Process one datagram from `from`, reporting events to `on_event`.
     pub fn handle_datagram<F: FnMut(Event<'_>)>(
         &mut self,
@@ -227,6 +333,7 @@ impl Receiver {
         on_event: &mut F,
     ) {
         self.stats.datagrams += 1;
+        self.last_now = Some(now);
         let frame = match Frame::parse(bytes) {
             Ok(f) => f,
             Err(DecodeError::BadCrc) => {
@@ -325,6 +432,7 @@ impl Receiver {
     /// Advance timers to `now`: give up on gaps past their tries or deadline, and drop
     /// publishers silent past the inactivity timeout (reporting their gaps lost).
     pub fn handle_timeout<F: FnMut(Event<'_>)>(&mut self, now: Instant, on_event: &mut F) {
+        self.last_now = Some(now);
         let mut ctx = Ctx {
             cfg: &self.cfg,
             rng: &mut self.rng,
@@ -350,8 +458,14 @@ impl Receiver {
         }
     }
 
-    /// Produce the next NAK into `buf` (at least 1 KiB), or `None` if none is due at `now`.
+    /// Produce the next NAK or STATUS into `buf` (at least 1 KiB), or `None` if none is due
+    /// at `now`. Due STATUS frames come first (they are rare and keep this receiver's
+    /// unicast feed alive), then NAKs, round robin over publishers.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.last_now = Some(now);
+        if let Some(t) = self.transmit_status(now, buf) {
+            return Some(t);
+        }
         let n = self.sources.len();
         for k in 0..n {
             let i = (self.next_nak + k) % n;
@@ -383,15 +497,21 @@ impl Receiver {
         None
     }
 
-    /// The earliest instant at which `handle_timeout` or `poll_transmit` has work.
+    /// The earliest instant at which `handle_timeout` or `poll_transmit` has work (NAK,
+    /// give-up and inactivity deadlines, and in unicast mode the next STATUS).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sources
+        let sources = self
+            .sources
             .iter()
-            .flat_map(|s| {
+            .map(|s| {
                 let idle = s.last_activity + self.cfg.inactivity_timeout;
-                Some(s.deadline.map_or(idle, |d| d.min(idle)))
+                s.deadline.map_or(idle, |d| d.min(idle))
             })
-            .min()
+            .min();
+        match (sources, self.status_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

@@ -452,6 +452,197 @@ fn hostile_sessions_cannot_grow_tracked_state() {
     }
 }
 
+/// STATUS frames `r` sends at `now`: (destination, session, leaving), in order.
+fn statuses(r: &mut Receiver, now: Instant) -> Vec<(SocketAddr, u64, bool)> {
+    let mut buf = [0u8; 2048];
+    let mut out = Vec::new();
+    while let Some(t) = r.poll_transmit(now, &mut buf) {
+        let Destination::Unicast(to) = t.destination else {
+            panic!("receiver sent to the group")
+        };
+        match Frame::parse(&buf[..t.len]).unwrap() {
+            Frame::Status { header, leaving } => {
+                assert_eq!(header.stream, 3);
+                out.push((to, header.session, leaving));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    out
+}
+
+#[test]
+fn status_goes_to_each_publisher_at_the_interval_with_the_session_once_known() {
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "10.0.0.1:5000".parse().unwrap(),
+        "10.0.0.2:5000".parse().unwrap(),
+    );
+    let rcfg = ReceiverConfig {
+        stream: Some(3),
+        status_to: vec![a, b, a],
+        status_interval: ms(100),
+        ..ReceiverConfig::default()
+    };
+    let mut r = Receiver::new(rcfg, 1);
+    assert_eq!(r.config().status_to, [a, b], "duplicates removed");
+    let now = Instant::now();
+    // First poll: one STATUS to each, session unknown.
+    assert_eq!(statuses(&mut r, now), [(a, 0, false), (b, 0, false)]);
+    assert_eq!(r.poll_timeout(), Some(now + ms(100)));
+    assert!(statuses(&mut r, now + ms(99)).is_empty());
+    // A heartbeat from `a` for stream 3 makes its session known; `b` stays unknown.
+    let mut buf = [0u8; 64];
+    let n = emit_control(&mut buf, FrameType::Heartbeat, 3, 0x5E55, 10, 10).unwrap();
+    r.handle_datagram(now + ms(50), a, &buf[..n], &mut |_| {});
+    assert_eq!(
+        statuses(&mut r, now + ms(100)),
+        [(a, 0x5E55, false), (b, 0, false)]
+    );
+    // Polled late: the next one is an interval after it was sent, with no catch-up burst.
+    assert_eq!(statuses(&mut r, now + ms(350)).len(), 2);
+    assert!(statuses(&mut r, now + ms(449)).is_empty());
+    assert_eq!(statuses(&mut r, now + ms(450)).len(), 2);
+    // STATUS frames arriving at a receiver are ignored and counted.
+    let n = wire::emit_status(&mut buf, 3, 0, false).unwrap();
+    let before = r.stats().ignored_frames;
+    r.handle_datagram(now, b, &buf[..n], &mut |_| panic!("no event"));
+    assert_eq!(r.stats().ignored_frames, before + 1);
+    assert_eq!(r.stats().status_sent, 8);
+}
+
+#[test]
+fn leave_sends_leaving_once_then_status_stops() {
+    let a: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let b: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+    let rcfg = ReceiverConfig {
+        stream: Some(3),
+        status_to: vec![a, b],
+        ..ReceiverConfig::default()
+    };
+    let mut r = Receiver::new(rcfg, 1);
+    let now = Instant::now();
+    assert_eq!(statuses(&mut r, now).len(), 2);
+    r.leave();
+    r.leave();
+    assert!(r.is_leaving());
+    assert_eq!(r.poll_timeout(), Some(now), "LEAVING is due at once");
+    assert_eq!(statuses(&mut r, now), [(a, 0, true), (b, 0, true)]);
+    assert_eq!(r.poll_timeout(), None);
+    assert!(statuses(&mut r, now + Duration::from_secs(10)).is_empty());
+}
+
+#[test]
+fn multicast_mode_sends_no_status() {
+    let mut r = Receiver::new(ReceiverConfig::default(), 1);
+    let now = Instant::now();
+    assert!(r.poll_transmit(now, &mut [0u8; 2048]).is_none());
+    r.leave();
+    assert!(r.poll_transmit(now, &mut [0u8; 2048]).is_none());
+    assert_eq!(r.poll_timeout(), None);
+}
+
+#[test]
+fn unicast_fan_out_end_to_end_with_a_repaired_loss() {
+    // The test plays the transport: Group frames go to every publisher destination.
+    let pub_at: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let rx_at: [SocketAddr; 2] = [
+        "10.0.2.1:6000".parse().unwrap(),
+        "10.0.2.2:6000".parse().unwrap(),
+    ];
+    let mut now = Instant::now();
+    let pcfg = PublisherConfig {
+        stream: 3,
+        ..PublisherConfig::default()
+    };
+    let mut publisher = Publisher::new(pcfg, 0xFEED, now);
+    let rcfg = ReceiverConfig {
+        stream: Some(3),
+        join: JoinPolicy::FromOldest,
+        status_to: vec![pub_at],
+        ..ReceiverConfig::default()
+    };
+    let mut rx: Vec<Receiver> = (0..2).map(|i| Receiver::new(rcfg.clone(), i)).collect();
+    let mut events: Vec<Vec<Ev>> = vec![Vec::new(), Vec::new()];
+    let mut buf = vec![0u8; 70_000];
+    // Published before anyone listens: FromOldest joiners recover it.
+    publisher.offer(now, b"early").unwrap();
+    assert!(publisher.destinations().next().is_none());
+
+    // One round of the loop: receivers -> publisher, then publisher -> destinations,
+    // dropping the DATA frame carrying `drop_seq` to receiver 0 once.
+    let mut drop_seq = Some(2u64);
+    let mut step = |now: Instant,
+                    publisher: &mut Publisher,
+                    rx: &mut Vec<Receiver>,
+                    events: &mut Vec<Vec<Ev>>,
+                    drop_seq: &mut Option<u64>| {
+        for (i, r) in rx.iter_mut().enumerate() {
+            r.handle_timeout(now, &mut |e| events[i].push(own(e)));
+            while let Some(t) = r.poll_transmit(now, &mut buf) {
+                assert_eq!(t.destination, Destination::Unicast(pub_at));
+                publisher.handle_datagram(now, rx_at[i], &buf[..t.len]);
+            }
+        }
+        while let Some(t) = publisher.poll_transmit(now, &mut buf) {
+            assert_eq!(t.destination, Destination::Group);
+            let frame = &buf[..t.len];
+            let lost = match Frame::parse(frame).unwrap() {
+                Frame::Data(d) => {
+                    !d.is_retransmit()
+                        && drop_seq.is_some_and(|s| s >= d.first_seq && s < d.end_seq())
+                }
+                _ => false,
+            };
+            let dests: Vec<SocketAddr> = publisher.destinations().collect();
+            for to in dests {
+                let i = rx_at.iter().position(|&a| a == to).expect("known receiver");
+                if lost && i == 0 {
+                    *drop_seq = None;
+                    continue;
+                }
+                rx[i].handle_datagram(now, pub_at, frame, &mut |e| events[i].push(own(e)));
+            }
+        }
+    };
+
+    step(now, &mut publisher, &mut rx, &mut events, &mut drop_seq);
+    let mut dests: Vec<_> = publisher.destinations().collect();
+    dests.sort();
+    assert_eq!(dests, rx_at, "both receivers joined by STATUS");
+    for m in [b"one".as_slice(), b"two", b"three"] {
+        now += ms(1);
+        publisher.offer(now, m).unwrap();
+        step(now, &mut publisher, &mut rx, &mut events, &mut drop_seq);
+    }
+    assert!(drop_seq.is_none(), "the DATA frame of seq 2 was dropped");
+    for _ in 0..100 {
+        now += ms(1);
+        step(now, &mut publisher, &mut rx, &mut events, &mut drop_seq);
+    }
+    let want = [
+        Ev::Joined(0),
+        Ev::Msg(0, b"early".to_vec()),
+        Ev::Msg(1, b"one".to_vec()),
+        Ev::Msg(2, b"two".to_vec()),
+        Ev::Msg(3, b"three".to_vec()),
+    ];
+    assert_eq!(events[0], want);
+    assert_eq!(events[1], want);
+    assert!(rx[0].stats().naks_sent >= 1);
+    assert!(rx[0].stats().recovered >= 1, "seq 2 came back as a repair");
+    assert!(publisher.stats().retransmits >= 1);
+    assert_eq!(publisher.stats().destinations_added, 2);
+
+    // Receiver 1 leaves: the publisher stops sending to it, receiver 0 still gets data.
+    rx[1].leave();
+    now += ms(1);
+    publisher.offer(now, b"four").unwrap();
+    step(now, &mut publisher, &mut rx, &mut events, &mut drop_seq);
+    assert_eq!(publisher.destinations().collect::<Vec<_>>(), [rx_at[0]]);
+    assert_eq!(events[0].last(), Some(&Ev::Msg(4, b"four".to_vec())));
+    assert_eq!(events[1].len(), want.len());
+}
+
 proptest! {
     /// Arbitrary datagrams never panic the receiver.
     #[test]
