@@ -5,9 +5,13 @@ use std::net::SocketAddr;
 /// Where a frame produced by a state machine must be sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Destination {
-    /// To the multicast group (or every unicast destination) of the stream.
+    /// To everyone following the stream: the multicast group, or, on a network without
+    /// multicast, every unicast destination — the transport fans the frame out to each
+    /// address [`Publisher::destinations`](crate::proto::Publisher::destinations) yields
+    /// (receivers added by STATUS and static ones), read right after the `poll_transmit`
+    /// that returned it. Only a publisher produces it.
     Group,
-    /// To one peer.
+    /// To one peer: a receiver's NAK or STATUS to a publisher.
     Unicast(SocketAddr),
 }
 
