@@ -58,6 +58,7 @@ pub struct PublisherConfig {
     /// A destination added by STATUS that sent no STATUS for this long is dropped.
     /// Receivers send STATUS every `ReceiverConfig::status_interval`, which must be well
     /// below this (a third or less, so that two lost STATUS frames do not drop a receiver).
+    /// Clamped to 1 ms ..= 1 day.
     pub destination_timeout: Duration,
 }
 
@@ -100,7 +101,9 @@ impl PublisherConfig {
         self.heartbeat_min = self.heartbeat_min.max(Duration::from_micros(1));
         self.heartbeat_max = self.heartbeat_max.max(self.heartbeat_min);
         self.max_destinations = self.max_destinations.min(1 << 16);
-        self.destination_timeout = self.destination_timeout.max(Duration::from_millis(1));
+        self.destination_timeout = self
+            .destination_timeout
+            .clamp(Duration::from_millis(1), Duration::from_secs(86_400));
         // A message must fit in the unsent allowance, or it could never be offered.
         let room = self.mtu - DataFrameWriter::EMPTY_LEN - wire::FRAGMENT_HEADER_LEN;
         let allowance_frames = (self.max_unsent_frames().saturating_sub(1) as u64)

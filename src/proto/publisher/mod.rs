@@ -723,12 +723,15 @@ impl Publisher {
     /// destination to expire (if nothing is sendable now). Callers should call
     /// `poll_transmit` at or after it.
     pub fn poll_timeout(&self) -> Instant {
-        let mut t = self.heartbeat_due();
+        // A heartbeat waits for the open frame to be sealed (`transmit_heartbeat`), so while
+        // one is open only the linger deadline counts: reporting an already passed
+        // heartbeat deadline would make the caller spin until the linger ends.
+        let mut t = match &self.open {
+            Some(open) => open.opened_at + self.cfg.linger,
+            None => self.heartbeat_due(),
+        };
         if let Some(e) = self.next_expiry {
             t = t.min(e);
-        }
-        if let Some(open) = &self.open {
-            t = t.min(open.opened_at + self.cfg.linger);
         }
         if self.unsent_frames > 0 {
             t = t.min(self.now);

@@ -441,6 +441,42 @@ fn a_new_destination_gets_a_heartbeat_promptly() {
     assert!(drain(&mut p, later).is_empty());
 }
 
+#[test]
+fn poll_timeout_does_not_report_a_heartbeat_blocked_by_a_lingering_frame() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        linger: Duration::from_millis(10),
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 5, now);
+    // Heartbeat due at now + 1 ms, but a frame opened at now + 0.5 ms lingers until 10.5.
+    let t = now + us(500);
+    p.offer(t, b"x").unwrap();
+    assert!(drain(&mut p, now + Duration::from_millis(2)).is_empty());
+    assert_eq!(p.poll_timeout(), t + Duration::from_millis(10));
+    // A joiner's prompt heartbeat also waits for the seal.
+    p.handle_datagram(
+        now + Duration::from_millis(2),
+        addr(1),
+        &status(0, 0, false),
+    );
+    assert_eq!(p.poll_timeout(), t + Duration::from_millis(10));
+    let out = drain(&mut p, t + Duration::from_millis(10));
+    assert_eq!(out.len(), 2, "the data, then the heartbeat");
+    assert!(matches!(
+        Frame::parse(&out[1]).unwrap(),
+        Frame::Heartbeat { .. }
+    ));
+    // Huge timeouts from a config file are clamped instead of overflowing an Instant.
+    let cfg = PublisherConfig {
+        destination_timeout: Duration::MAX,
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 5, now);
+    p.handle_datagram(now, addr(1), &status(0, 0, false));
+    assert_eq!(p.destinations().count(), 1);
+}
+
 proptest! {
     /// Arbitrary datagrams never panic the publisher or make it send anything unasked.
     #[test]

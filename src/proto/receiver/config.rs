@@ -66,7 +66,7 @@ pub struct ReceiverConfig {
     /// Interval between STATUS frames to each `status_to` address. Must be well below the
     /// publisher's `PublisherConfig::destination_timeout` (5 s by default): a third of it
     /// or less, so that losing two STATUS frames in a row does not make the publisher drop
-    /// this receiver. Default 1 s.
+    /// this receiver. Default 1 s; clamped to 1 ms ..= 1 day.
     pub status_interval: Duration,
 }
 
@@ -126,7 +126,9 @@ impl ReceiverConfig {
         self.max_nak_tries = self.max_nak_tries.max(1);
         self.nak_retry_max = self.nak_retry_max.max(self.nak_retry_min);
         self.inactivity_timeout = self.inactivity_timeout.max(Duration::from_millis(1));
-        self.status_interval = self.status_interval.max(Duration::from_millis(1));
+        self.status_interval = self
+            .status_interval
+            .clamp(Duration::from_millis(1), Duration::from_secs(86_400));
         let mut seen = 0;
         while seen < self.status_to.len() {
             if self.status_to[..seen].contains(&self.status_to[seen]) {
