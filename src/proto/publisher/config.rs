@@ -91,15 +91,24 @@ impl Default for PublisherConfig {
 impl PublisherConfig {
     /// Clamp every setting into the range the state machine relies on.
     pub fn sanitized(mut self) -> Self {
-        let min_mtu = DataFrameWriter::EMPTY_LEN + wire::FRAGMENT_HEADER_LEN + 1;
+        // Room for a one-byte fragment and for a one-range UNAVAILABLE frame.
+        let min_mtu = (DataFrameWriter::EMPTY_LEN + wire::FRAGMENT_HEADER_LEN + 1)
+            .max(wire::HEADER_LEN + wire::RANGES_PREFIX_LEN + wire::RANGE_LEN);
         self.mtu = self.mtu.clamp(min_mtu, wire::MAX_FRAME_LEN);
+        // A zero rate would never refill its bucket; a day-long duration is "forever" and
+        // keeps `Instant` arithmetic far from overflow.
+        self.retransmit_rate = self.retransmit_rate.max(1);
+        self.send_rate = self.send_rate.map(|r| r.max(1));
+        let day = Duration::from_secs(86_400);
+        self.linger = self.linger.min(day);
+        self.repair_linger = self.repair_linger.min(day);
         self.ring_bytes = self.ring_bytes.max(8 * self.mtu);
         self.ring_frames = self.ring_frames.max(8);
         self.ring_messages = self.ring_messages.max(8);
         self.max_queued_repairs = self.max_queued_repairs.max(1);
         self.max_frames_examined_per_nak = self.max_frames_examined_per_nak.max(1);
-        self.heartbeat_min = self.heartbeat_min.max(Duration::from_micros(1));
-        self.heartbeat_max = self.heartbeat_max.max(self.heartbeat_min);
+        self.heartbeat_min = self.heartbeat_min.clamp(Duration::from_micros(1), day);
+        self.heartbeat_max = self.heartbeat_max.clamp(self.heartbeat_min, day);
         self.max_destinations = self.max_destinations.min(1 << 16);
         self.destination_timeout = self
             .destination_timeout

@@ -488,6 +488,7 @@ impl Publisher {
         self.heartbeat.data_since = false;
         self.heartbeat.interval = Duration::ZERO;
         self.heartbeat.last_sent = now;
+        self.heartbeat.due_now = true;
     }
 
     /// Process one datagram received on the publisher's socket from `from`.
@@ -525,11 +526,14 @@ impl Publisher {
             let oldest = self.ring.oldest_seq();
             if range.start < oldest {
                 // Everything from the requested start up to the oldest retained is gone.
-                let gone = SeqRange::new(range.start, oldest);
-                self.pending_unavailable = Some(match self.pending_unavailable {
-                    Some(p) => SeqRange::new(p.start.min(gone.start), p.end.max(gone.end)),
-                    None => gone,
-                });
+                let (start, end) = match self.pending_unavailable {
+                    Some(p) => (p.start.min(range.start), p.end.max(oldest)),
+                    None => (range.start, oldest),
+                };
+                // One frame names at most MAX_RANGE_SPAN; a receiver asking for more below
+                // learns the rest from its next NAK.
+                let start = start.max(end.saturating_sub(wire::MAX_RANGE_SPAN));
+                self.pending_unavailable = Some(SeqRange::new(start, end));
             }
             let mut seq = range.start.max(oldest);
             let end = range.end.min(sent_end);

@@ -506,3 +506,63 @@ proptest! {
         prop_assert!(out.len() <= p.cfg.max_queued_repairs + 1);
     }
 }
+
+#[test]
+fn close_goes_out_right_after_the_remaining_data() {
+    let now = t0();
+    let mut p = Publisher::new(PublisherConfig::default(), 5, now);
+    p.offer(now, b"last").unwrap();
+    p.close(now);
+    let out = drain(&mut p, now);
+    assert_eq!(out.len(), 2);
+    assert!(matches!(
+        Frame::parse(&out[1]).unwrap(),
+        Frame::Close { next_seq: 1, .. }
+    ));
+}
+
+#[test]
+fn unavailable_never_exceeds_the_wire_span() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        initial_seq: 1 << 40,
+        ring_frames: 8,
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 5, now);
+    for _ in 0..20 {
+        p.offer(now, b"x").unwrap();
+        drain(&mut p, now);
+    }
+    p.handle_datagram(now, peer(), &nak(&p, &[SeqRange::new(0, 1)]));
+    let out = drain(&mut p, now);
+    match Frame::parse(&out[0]).unwrap() {
+        Frame::Unavailable(l) => {
+            let r = l.iter().next().unwrap();
+            assert_eq!(r.end, p.oldest_retained());
+            assert_eq!(r.len(), crate::proto::wire::MAX_RANGE_SPAN);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn zero_rates_and_huge_durations_are_sanitized() {
+    let cfg = PublisherConfig {
+        retransmit_rate: 0,
+        send_rate: Some(0),
+        repair_linger: Duration::MAX,
+        heartbeat_max: Duration::MAX,
+        linger: Duration::MAX,
+        mtu: 1,
+        ..PublisherConfig::default()
+    }
+    .sanitized();
+    assert!(cfg.retransmit_rate > 0 && cfg.send_rate > Some(0));
+    assert!(cfg.mtu >= 48);
+    let now = t0();
+    let mut p = Publisher::new(cfg, 1, now);
+    p.offer(now, b"x").unwrap();
+    let _ = p.poll_timeout();
+    drain(&mut p, now + Duration::from_secs(1));
+}

@@ -125,7 +125,13 @@ impl ReceiverConfig {
         self.group_size_hint = self.group_size_hint.max(1);
         self.max_nak_tries = self.max_nak_tries.max(1);
         self.nak_retry_max = self.nak_retry_max.max(self.nak_retry_min);
-        self.inactivity_timeout = self.inactivity_timeout.max(Duration::from_millis(1));
+        let day = Duration::from_secs(86_400);
+        self.inactivity_timeout = self.inactivity_timeout.clamp(Duration::from_millis(1), day);
+        self.loss_deadline = self.loss_deadline.min(day);
+        self.initial_rtt = self.initial_rtt.min(day);
+        self.nak_backoff = self.nak_backoff.min(day);
+        self.nak_retry_min = self.nak_retry_min.min(day);
+        self.nak_retry_max = self.nak_retry_max.min(day);
         self.status_interval = self
             .status_interval
             .clamp(Duration::from_millis(1), Duration::from_secs(86_400));

@@ -40,6 +40,10 @@ use crate::proto::transmit::{Destination, Transmit};
 use crate::proto::wire::{self, DecodeError, Frame, FrameType, MAX_RANGES, SeqRange};
 use source::{Ctx, Phase, Source};
 
+/// Bytes of the largest NAK a receiver sends: `poll_transmit` needs a buffer this large.
+pub const NAK_MAX_LEN: usize =
+    wire::HEADER_LEN + wire::RANGES_PREFIX_LEN + MAX_RANGES * wire::RANGE_LEN;
+
 /// Identifies a publisher as the receiver sees it: its source address and stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SourceId {
@@ -67,6 +71,8 @@ pub enum LossReason {
     PublisherInactive,
     /// The publisher restarted (new session from the same source) before repairing.
     PublisherRestarted,
+    /// A message longer than this receiver's `max_message_size` (the whole message).
+    MessageTooLarge,
 }
 
 /// What a receiver reports, in order per publisher.
@@ -209,6 +215,7 @@ pub struct Receiver {
     rng: SmallRng,
     sources: Vec<Source>,
     next_nak: usize,
+    last_source: usize,
     /// One entry per `status_to` address, sized at construction.
     status: Vec<StatusTarget>,
     /// `leave` was called: periodic STATUS stopped.
@@ -236,6 +243,7 @@ impl Receiver {
             rng: SmallRng::seed_from_u64(seed),
             sources: Vec::with_capacity(cfg.max_sources),
             next_nak: 0,
+            last_source: 0,
             status,
             leaving: false,
             last_now: None,
@@ -364,7 +372,13 @@ impl Receiver {
             rng: &mut self.rng,
             stats: &mut self.stats,
         };
-        let i = match self.sources.iter().position(|s| s.id == id) {
+        // Most datagrams come from the source of the previous one: check it first.
+        let hit = (self
+            .sources
+            .get(self.last_source)
+            .is_some_and(|s| s.id == id))
+        .then_some(self.last_source);
+        let i = match hit.or_else(|| self.sources.iter().position(|s| s.id == id)) {
             Some(i) => i,
             None if header.frame_type == FrameType::Unavailable => {
                 ctx.stats.ignored_frames += 1;
@@ -389,6 +403,7 @@ impl Receiver {
                 self.sources.len() - 1
             }
         };
+        self.last_source = i;
         let src = &mut self.sources[i];
         if header.session != src.session {
             if src.is_retired(header.session) || header.frame_type == FrameType::Unavailable {
@@ -458,13 +473,17 @@ impl Receiver {
         }
     }
 
-    /// Produce the next NAK or STATUS into `buf` (at least 1 KiB), or `None` if none is due
+    /// Produce the next NAK or STATUS into `buf` (at least [`NAK_MAX_LEN`] bytes), or `None` if none is due
     /// at `now`. Due STATUS frames come first (they are rare and keep this receiver's
     /// unicast feed alive), then NAKs, round robin over publishers.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.last_now = Some(now);
         if let Some(t) = self.transmit_status(now, buf) {
             return Some(t);
+        }
+        if buf.len() < NAK_MAX_LEN {
+            // Too small for a full NAK: leave every timer untouched rather than lose one.
+            return None;
         }
         let n = self.sources.len();
         for k in 0..n {
@@ -485,7 +504,7 @@ impl Receiver {
                 src.session,
                 &ranges[..count],
             )
-            .ok()?;
+            .expect("ranges are valid and the buffer holds a full NAK");
             self.next_nak = (i + 1) % n;
             self.stats.naks_sent += 1;
             self.stats.nak_ranges += count as u64;

@@ -35,8 +35,14 @@ pub(super) struct Ctx<'a> {
 #[derive(Debug, Default)]
 struct Assembler {
     buf: Vec<u8>,
+    /// Sequence number of the message being assembled (or skipped as oversized).
     seq: u64,
+    /// Fragments held for the current message.
+    frags: u64,
     active: bool,
+    /// The current message exceeds `max_message_size`: its fragments are skipped and a
+    /// `Loss` is reported when its last fragment passes.
+    oversized: bool,
 }
 
 impl Assembler {
@@ -55,12 +61,45 @@ impl Assembler {
     ) {
         stats.fragments += 1;
         let (begin, end) = (flags & FRAG_BEGIN != 0, flags & FRAG_END != 0);
-        if begin && self.active {
-            // A new message began before the previous one ended: drop the fragments.
-            stats.discarded_fragments += self.buf.len().min(1) as u64;
-            self.active = false;
+        if begin {
+            // A message begins: whatever was pending was incomplete (a publisher bug).
+            self.reset(stats);
+            self.seq = seq;
+            self.buf.clear();
+            self.active = true;
+        } else if !self.active {
+            // The start of this message was lost (reported as Loss): discard the rest.
+            stats.discarded_fragments += 1;
+            return;
+        }
+        self.frags += 1;
+        if !self.oversized && self.buf.len() + payload.len() > cfg.max_message_size {
+            self.oversized = true;
+            self.buf.clear();
+        }
+        if self.oversized {
+            if end {
+                // Never silent: the whole message is reported, in sequence order.
+                stats.oversized_messages += 1;
+                stats.discarded_fragments += self.frags;
+                stats.lost_fragments += seq + 1 - self.seq;
+                stats.loss_events += 1;
+                let range = SeqRange::new(self.seq, seq + 1);
+                self.active = false;
+                self.oversized = false;
+                self.frags = 0;
+                on_event(Event::Loss {
+                    source: id,
+                    session,
+                    range,
+                    reason: LossReason::MessageTooLarge,
+                });
+            }
+            return;
         }
         if begin && end {
+            self.active = false;
+            self.frags = 0;
             stats.messages += 1;
             stats.message_bytes += payload.len() as u64;
             on_event(Event::Message {
@@ -71,23 +110,10 @@ impl Assembler {
             });
             return;
         }
-        if begin {
-            self.buf.clear();
-            self.seq = seq;
-            self.active = true;
-        } else if !self.active {
-            // The start of this message was lost (reported as Loss): discard the rest.
-            stats.discarded_fragments += 1;
-            return;
-        }
-        if self.buf.len() + payload.len() > cfg.max_message_size {
-            stats.oversized_messages += 1;
-            self.active = false;
-            return;
-        }
         self.buf.extend_from_slice(payload);
         if end {
             self.active = false;
+            self.frags = 0;
             stats.messages += 1;
             stats.message_bytes += self.buf.len() as u64;
             on_event(Event::Message {
@@ -99,11 +125,14 @@ impl Assembler {
         }
     }
 
+    /// Abandon the message being assembled (a loss or a new message cut it short).
     fn reset(&mut self, stats: &mut ReceiverStats) {
         if self.active {
-            stats.discarded_fragments += 1;
-            self.active = false;
+            stats.discarded_fragments += self.frags;
         }
+        self.active = false;
+        self.oversized = false;
+        self.frags = 0;
     }
 }
 
@@ -461,7 +490,7 @@ impl Source {
         cfg: &ReceiverConfig,
         out: &mut [SeqRange; MAX_RANGES],
     ) -> usize {
-        let limit = self.cursor + self.window.capacity();
+        let limit = self.cursor.saturating_add(self.window.capacity());
         let mut n = 0;
         let mut i = 0;
         while let Some(&g) = self.gaps.get(i) {
@@ -502,7 +531,7 @@ impl Source {
             self.deadline = None;
             return;
         }
-        let limit = self.cursor + self.window.capacity();
+        let limit = self.cursor.saturating_add(self.window.capacity());
         let mut d: Option<Instant> = None;
         for g in self.gaps.iter() {
             if g.range.start >= limit {

@@ -688,3 +688,65 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn heartbeats_at_the_end_of_the_sequence_space_do_not_overflow() {
+    let mut r = Receiver::new(ReceiverConfig::default(), 1);
+    let now = Instant::now();
+    let mut buf = [0u8; 2048];
+    for next in [u64::MAX - 10, u64::MAX] {
+        let n = emit_control(&mut buf, FrameType::Heartbeat, 0, 5, next, 0).unwrap();
+        r.handle_datagram(now, pub_addr(), &buf[..n], &mut |_| {});
+    }
+    let later = now + ms(1);
+    r.handle_timeout(later, &mut |_| {});
+    let t = r.poll_transmit(later, &mut buf).expect("the gap is NAKed");
+    assert!(matches!(
+        Frame::parse(&buf[..t.len]).unwrap(),
+        Frame::Nak(_)
+    ));
+}
+
+#[test]
+fn a_buffer_too_small_for_a_nak_leaves_the_timers_alone() {
+    let mut h = Harness::new(ReceiverConfig::default());
+    let f0 = h.publish(b"a");
+    h.deliver(&f0[0]);
+    h.publish(b"b");
+    let f2 = h.publish(b"c");
+    h.deliver(&f2[0]);
+    h.advance(ms(1));
+    assert!(h.receiver.poll_transmit(h.now, &mut [0u8; 100]).is_none());
+    assert_eq!(h.receiver.stats().naks_sent, 0);
+    assert_eq!(h.naks(), 1, "the NAK is still due");
+}
+
+#[test]
+fn an_oversized_message_is_reported_lost_not_dropped_silently() {
+    let pcfg = PublisherConfig {
+        mtu: 100,
+        ..PublisherConfig::default()
+    };
+    let rcfg = ReceiverConfig {
+        max_message_size: 150,
+        ..ReceiverConfig::default()
+    };
+    let mut h = Harness::with(pcfg, rcfg);
+    for f in h.publish(&[1u8; 400]) {
+        h.deliver(&f);
+    }
+    for f in h.publish(b"next") {
+        h.deliver(&f);
+    }
+    let ev = h.take();
+    let frags = h.publisher.next_seq() - 1;
+    assert_eq!(
+        ev,
+        [
+            Ev::Joined(0),
+            Ev::Loss(SeqRange::new(0, frags), LossReason::MessageTooLarge),
+            Ev::Msg(frags, b"next".to_vec())
+        ]
+    );
+    assert_eq!(h.receiver.stats().discarded_fragments, frags);
+}
