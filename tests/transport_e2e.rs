@@ -479,3 +479,61 @@ fn options_round_trip_through_toml() {
     let back: SubscriberOptions = toml::from_str(&text).unwrap();
     assert_eq!(back, o, "{text}");
 }
+
+fn unicast_channel() -> Channel {
+    Channel::new(format!("127.0.0.1:{}", free_port()).parse().unwrap())
+        .with_interface(Interface::Addr("127.0.0.1".parse().unwrap()))
+        .with_stream(7)
+}
+
+#[test]
+fn unicast_subscribers_register_themselves() {
+    let ch = unicast_channel();
+    let mut pubs = vec![publisher(&ch, |_| {})];
+    let mut subs: Vec<_> = (0..3)
+        .map(|_| (subscriber(&ch, |_| {}), Collector::default()))
+        .collect();
+    // Registration is a STATUS round trip: let it happen before publishing.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pubs[0].core().destinations().count() < 3 {
+        assert!(Instant::now() < deadline, "subscribers did not register");
+        pubs[0].poll().unwrap();
+    }
+    let n = 100_000;
+    run(&mut pubs, &mut subs, n, n, Duration::from_secs(60));
+    for (s, c) in &subs {
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert_eq!(c.messages, n);
+        assert!(c.losses.is_empty());
+        assert_eq!(s.stats().duplicates, 0);
+    }
+}
+
+#[test]
+fn static_unicast_destinations_with_loss() {
+    let ch = unicast_channel();
+    let addrs: Vec<SocketAddr> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap())
+        .collect();
+    let mut subs: Vec<_> = addrs
+        .iter()
+        .map(|&a| {
+            (
+                subscriber(&ch, |o| {
+                    o.bind = Some(a);
+                    o.inject_loss = 0.05;
+                }),
+                Collector::default(),
+            )
+        })
+        .collect();
+    let mut pubs = vec![publisher(&ch, |o| o.destinations = addrs.clone())];
+    let n = 50_000;
+    run(&mut pubs, &mut subs, n, n, Duration::from_secs(60));
+    for (s, c) in &subs {
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert_eq!(c.messages, n);
+        assert!(c.losses.is_empty());
+        assert!(s.stats().recovered > 0);
+    }
+}

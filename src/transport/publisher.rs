@@ -24,6 +24,10 @@ pub struct PublisherOptions {
     /// the channel's.
     #[serde(default)]
     pub protocol: PublisherConfig,
+    /// Unicast mode only: receivers to send to whether or not they register (each
+    /// subscriber also registers itself with STATUS frames).
+    #[serde(default)]
+    pub destinations: Vec<SocketAddr>,
 }
 
 impl PublisherOptions {
@@ -33,6 +37,7 @@ impl PublisherOptions {
             channel,
             socket: SocketConfig::default(),
             protocol: PublisherConfig::default(),
+            destinations: Vec::new(),
         }
     }
 }
@@ -57,13 +62,17 @@ impl PublisherOptions {
 pub struct Publisher {
     core: Core,
     data: UdpSocket,
-    replies: UdpSocket,
+    /// Multicast mode: the socket NAKs arrive on (the connected data socket cannot receive
+    /// them). Unicast mode: `None`, the data socket is unconnected and receives everything.
+    replies: Option<UdpSocket>,
+    multicast: bool,
     local_addr: SocketAddr,
     send: SendBatch,
     recv: RecvBatch,
     frame: Vec<u8>,
     warnings: Vec<SocketWarning>,
     send_errors: u64,
+    fanout_drops: u64,
 }
 
 impl Publisher {
@@ -71,27 +80,42 @@ impl Publisher {
     pub fn new(opts: PublisherOptions) -> Result<Self, Error> {
         let mut socket_cfg = opts.socket.clone();
         socket_cfg.interface = opts.channel.interface.clone();
-        let data = socket::open_sender(opts.channel.endpoint, &socket_cfg)?;
-        let replies = socket::open_reply_receiver(&data, &socket_cfg)?;
+        let multicast = opts.channel.is_multicast();
+        let (data, replies) = if multicast {
+            let data = socket::open_sender(opts.channel.endpoint, &socket_cfg)?;
+            let replies = socket::open_reply_receiver(&data, &socket_cfg)?;
+            (data, Some(replies))
+        } else {
+            // Unicast: listen on the endpoint for STATUS and NAKs, send to each receiver.
+            (
+                socket::open_unicast_receiver(opts.channel.endpoint, &socket_cfg)?,
+                None,
+            )
+        };
         let mut warnings = data.warnings.clone();
-        warnings.extend(replies.warnings.iter().cloned());
+        warnings.extend(replies.iter().flat_map(|r| r.warnings.iter().cloned()));
         for w in &warnings {
             log_warning(w);
         }
         let mut cfg = opts.protocol.clone();
         cfg.stream = opts.channel.stream;
-        let core = Core::new(cfg, random_session(), Instant::now());
+        let mut core = Core::new(cfg, random_session(), Instant::now());
+        for &d in &opts.destinations {
+            core.add_destination(d);
+        }
         let mtu = core.config().mtu;
         Ok(Self {
             core,
             local_addr: data.local_addr,
             data: data.socket,
-            replies: replies.socket,
+            replies: replies.map(|r| r.socket),
+            multicast,
             send: SendBatch::new(32, mtu),
             recv: RecvBatch::new(32, 2048),
             frame: vec![0; mtu],
             warnings,
             send_errors: 0,
+            fanout_drops: 0,
         })
     }
 
@@ -137,7 +161,7 @@ impl Publisher {
         let now = Instant::now();
         let mut work = 0;
         loop {
-            match self.recv.recv(&self.replies) {
+            match self.recv.recv(self.replies.as_ref().unwrap_or(&self.data)) {
                 Ok(n) => {
                     work += n;
                     for d in self.recv.iter().flatten() {
@@ -157,7 +181,7 @@ impl Publisher {
     }
 
     /// Move frames from the core to the socket until the core has nothing due or the
-    /// kernel pushes back; returns how many were sent.
+    /// kernel pushes back; returns how many datagrams were sent.
     fn transmit(&mut self, now: Instant) -> usize {
         let mut sent = 0;
         loop {
@@ -165,27 +189,38 @@ impl Publisher {
                 let Some(t) = self.core.poll_transmit(now, &mut self.frame) else {
                     break;
                 };
-                let dest = match t.destination {
-                    Destination::Group => None,
-                    Destination::Unicast(a) => Some(a),
-                };
-                self.send
-                    .push(&self.frame[..t.len], dest)
-                    .expect("slot holds an MTU frame");
+                let frame = &self.frame[..t.len];
+                match t.destination {
+                    Destination::Group if self.multicast => {
+                        self.send
+                            .push(frame, None)
+                            .expect("slot holds an MTU frame");
+                    }
+                    Destination::Group => {
+                        // Unicast fan-out: one copy per registered receiver.
+                        for d in self.core.destinations() {
+                            if self.send.is_full() {
+                                sent +=
+                                    send_batch(&mut self.send, &self.data, &mut self.send_errors);
+                            }
+                            if self.send.push(frame, Some(d)).is_err() {
+                                // The kernel keeps pushing back: this copy is lost to this
+                                // receiver, which will NAK it.
+                                self.fanout_drops += 1;
+                            }
+                        }
+                    }
+                    Destination::Unicast(a) => {
+                        self.send
+                            .push(frame, Some(a))
+                            .expect("slot holds an MTU frame");
+                    }
+                }
             }
             if self.send.is_empty() {
                 return sent;
             }
-            match self.send.send(&self.data) {
-                Ok(0) => return sent,
-                Ok(n) => sent += n,
-                Err(_) => {
-                    // A datagram the kernel refuses (e.g. EPERM from a firewall) is dropped
-                    // and counted; receivers will NAK it.
-                    self.send.pop_front();
-                    self.send_errors += 1;
-                }
-            }
+            sent += send_batch(&mut self.send, &self.data, &mut self.send_errors);
             if !self.send.is_empty() {
                 return sent;
             }
@@ -215,6 +250,11 @@ impl Publisher {
         self.send_errors
     }
 
+    /// Unicast copies not sent because the kernel pushed back during a fan-out.
+    pub fn fanout_drops(&self) -> u64 {
+        self.fanout_drops
+    }
+
     /// The session id of this publisher.
     pub fn session(&self) -> u64 {
         self.core.session()
@@ -233,6 +273,19 @@ impl Publisher {
     /// The protocol core, for inspection.
     pub fn core(&self) -> &Core {
         &self.core
+    }
+}
+
+/// Send what the batch holds; a datagram the kernel refuses (e.g. EPERM from a firewall)
+/// is dropped and counted, and receivers will NAK it.
+fn send_batch(batch: &mut SendBatch, socket: &UdpSocket, errors: &mut u64) -> usize {
+    match batch.send(socket) {
+        Ok(n) => n,
+        Err(_) => {
+            batch.pop_front();
+            *errors += 1;
+            0
+        }
     }
 }
 

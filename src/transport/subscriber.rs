@@ -38,6 +38,11 @@ pub struct SubscriberOptions {
     /// as truncated and dropped. Each subscriber holds 32 buffers of this size.
     #[serde(default = "default_max_datagram")]
     pub max_datagram: usize,
+    /// Unicast mode only: the local address to receive on (default: the interface's
+    /// address, or the wildcard, with an ephemeral port). The publisher learns it from this
+    /// subscriber's STATUS frames, or lists it in its static destinations.
+    #[serde(default)]
+    pub bind: Option<SocketAddr>,
 }
 
 fn default_max_datagram() -> usize {
@@ -53,6 +58,7 @@ impl SubscriberOptions {
             protocol: ReceiverConfig::default(),
             inject_loss: 0.0,
             max_datagram: default_max_datagram(),
+            bind: None,
         }
     }
 }
@@ -99,25 +105,42 @@ impl Subscriber {
     pub fn new(opts: SubscriberOptions) -> Result<Self, Error> {
         let mut socket_cfg = opts.socket.clone();
         socket_cfg.interface = opts.channel.interface.clone();
-        let data = socket::open_multicast_receiver(opts.channel.endpoint, &socket_cfg)?;
         let any: SocketAddr = match opts.channel.endpoint {
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
-        let control = socket::open_unicast_receiver(
-            any,
-            &SocketConfig {
-                recv_buffer: 64 << 10,
-                send_buffer: 256 << 10,
-                ..socket_cfg.clone()
-            },
-        )?;
+        let mut cfg = opts.protocol.clone();
+        cfg.stream = Some(opts.channel.stream);
+        let (data, control) = if opts.channel.is_multicast() {
+            let data = socket::open_multicast_receiver(opts.channel.endpoint, &socket_cfg)?;
+            let control = socket::open_unicast_receiver(
+                any,
+                &SocketConfig {
+                    recv_buffer: 64 << 10,
+                    send_buffer: 256 << 10,
+                    ..socket_cfg.clone()
+                },
+            )?;
+            (data, control.socket)
+        } else {
+            // Unicast: one socket receives the data and sends STATUS and NAKs, so the
+            // publisher learns where to send from the STATUS source address.
+            let local = match (opts.bind, socket::resolve_interface(&socket_cfg.interface)?) {
+                (Some(b), _) => b,
+                (None, iface) => match opts.channel.endpoint {
+                    SocketAddr::V4(_) => (iface.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED), 0).into(),
+                    SocketAddr::V6(_) => (iface.ipv6.unwrap_or(Ipv6Addr::UNSPECIFIED), 0).into(),
+                },
+            };
+            let data = socket::open_unicast_receiver(local, &socket_cfg)?;
+            let control = data.socket.try_clone()?;
+            cfg.status_to = vec![opts.channel.endpoint];
+            (data, control)
+        };
         let warnings = data.warnings.clone();
         for w in &warnings {
             log_warning(w);
         }
-        let mut cfg = opts.protocol.clone();
-        cfg.stream = Some(opts.channel.stream);
         let poller = Poll::new()?;
         poller.registry().register(
             &mut SourceFd(&data.socket.as_raw_fd()),
@@ -130,10 +153,10 @@ impl Subscriber {
                 SmallRng::seed_from_u64(random_session()),
             )
         });
-        Ok(Self {
+        let mut sub = Self {
             core: Receiver::new(cfg, random_session()),
             data: data.socket,
-            control: control.socket,
+            control,
             recv: RecvBatch::new(
                 32,
                 65_536.min(2048.max(opts.socket.recv_buffer.min(65_536))),
@@ -146,7 +169,10 @@ impl Subscriber {
             poller,
             events: Events::with_capacity(4),
             warnings,
-        })
+        };
+        // Unicast mode: register with the publisher at once.
+        sub.transmit(Instant::now());
+        Ok(sub)
     }
 
     /// One duty cycle without blocking: receive up to `limit` datagrams, hand every event
