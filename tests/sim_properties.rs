@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use nakcast::OwnedEvent;
 use nakcast::proto::{JoinPolicy, LossReason, PublisherConfig, ReceiverConfig};
-use nakcast::sim::{GilbertElliott, LinkConfig, Logged, Sim, SimConfig, Workload};
+use nakcast::sim::{GilbertElliott, LinkConfig, Sim, SimConfig, Workload};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -166,15 +167,15 @@ fn random_networks_deliver_published_minus_reported_loss() {
                 // The ring outlives the run, so only a killed publisher can cause loss
                 // (its unrepairable tail); a run without restarts loses nothing.
                 let restarts = cfg.workloads.iter().any(|w| w.restart_after.is_some());
-                for (_, e) in sim.log(j) {
-                    if let Logged::Loss { reason, .. } = e {
+                for l in sim.log(j) {
+                    if let OwnedEvent::Loss { reason, .. } = &l.event {
                         assert!(
                             restarts
                                 && matches!(
                                     reason,
                                     LossReason::PublisherRestarted | LossReason::PublisherInactive
                                 ),
-                            "seed {seed}: {e:?}"
+                            "seed {seed}: {l:?}"
                         );
                     }
                 }
@@ -211,11 +212,11 @@ fn checker_catches_every_kind_of_violation() {
     let log = sim.log(0).to_vec();
     let msg_at = log
         .iter()
-        .position(|(_, e)| matches!(e, Logged::Message { .. }))
+        .position(|l| matches!(l.event, OwnedEvent::Message { .. }))
         .unwrap();
     let loss_at = log
         .iter()
-        .position(|(_, e)| matches!(e, Logged::Loss { .. }))
+        .position(|l| matches!(l.event, OwnedEvent::Loss { .. }))
         .expect("a loss");
 
     let mut dropped = log.clone();
@@ -230,7 +231,7 @@ fn checker_catches_every_kind_of_violation() {
     assert!(checker.check(0, &dup).is_err(), "duplicate");
 
     let mut corrupt = log.clone();
-    if let Logged::Message { payload, .. } = &mut corrupt[msg_at].1 {
+    if let OwnedEvent::Message { payload, .. } = &mut corrupt[msg_at].event {
         payload.push(0);
     }
     assert!(checker.check(0, &corrupt).is_err(), "corrupt payload");
@@ -240,15 +241,13 @@ fn checker_catches_every_kind_of_violation() {
         + 1
         + swapped[msg_at + 1..]
             .iter()
-            .position(|(_, e)| matches!(e, Logged::Message { .. }))
+            .position(|l| matches!(l.event, OwnedEvent::Message { .. }))
             .unwrap();
     swapped.swap(msg_at, next);
     assert!(checker.check(0, &swapped).is_err(), "out of order");
 
     let mut early = log.clone();
-    if let Logged::Loss { at, .. } = &mut early[loss_at].1 {
-        *at = Duration::ZERO;
-    }
+    early[loss_at].at = Duration::ZERO;
     assert!(
         checker.check(0, &early).is_err(),
         "loss reported while the data was retained"

@@ -12,6 +12,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::{Logged, payload_byte};
+use crate::proto::OwnedEvent;
 use crate::proto::SourceId;
 use crate::proto::wire::SeqRange;
 
@@ -97,42 +98,39 @@ impl<'a> Checker<'a> {
     }
 
     /// Check receiver `j`'s log.
-    pub fn check(&self, j: usize, log: &[(SourceId, Logged)]) -> Result<(), CheckError> {
+    pub fn check(&self, j: usize, log: &[Logged]) -> Result<(), CheckError> {
         for s in self.sessions {
             self.check_session(j, s, log)?;
         }
         Ok(())
     }
 
-    fn check_session(
-        &self,
-        j: usize,
-        s: &SessionRecord,
-        log: &[(SourceId, Logged)],
-    ) -> Result<(), CheckError> {
+    fn check_session(&self, j: usize, s: &SessionRecord, log: &[Logged]) -> Result<(), CheckError> {
         let err = |what: String| CheckError {
             receiver: j,
             session: s.session,
             what,
         };
-        let mine = log
-            .iter()
-            .filter(|(src, _)| *src == s.source)
-            .map(|(_, e)| e);
+        let mine = log.iter().filter(|l| event_source(&l.event) == s.source);
         let mut start = None;
         let mut delivered: Vec<u64> = Vec::new();
         let mut losses: Vec<SeqRange> = Vec::new();
-        for e in mine {
-            match e {
-                Logged::Joined { session, start_seq }
-                    if *session == s.session && start.replace(*start_seq).is_some() =>
-                {
-                    return Err(err("joined twice".into()));
+        for Logged { at, event } in mine {
+            match event {
+                OwnedEvent::Joined {
+                    session, start_seq, ..
+                } if *session == s.session => {
+                    let again = start.is_some();
+                    start = Some(*start_seq);
+                    if again {
+                        return Err(err("joined twice".into()));
+                    }
                 }
-                Logged::Message {
+                OwnedEvent::Message {
                     session,
                     seq,
                     payload,
+                    ..
                 } if *session == s.session => {
                     if start.is_none() {
                         return Err(err(format!("message {seq} before join")));
@@ -155,11 +153,11 @@ impl<'a> Checker<'a> {
                     }
                     delivered.push(*seq);
                 }
-                Logged::Loss {
+                OwnedEvent::Loss {
                     session,
                     range,
                     reason,
-                    at,
+                    ..
                 } if *session == s.session => {
                     if range.end > s.end_seq() {
                         return Err(err(format!("loss {range} beyond what was published")));
@@ -222,5 +220,16 @@ impl<'a> Checker<'a> {
             }
         }
         Ok(())
+    }
+}
+
+fn event_source(e: &OwnedEvent) -> SourceId {
+    match e {
+        OwnedEvent::Joined { source, .. }
+        | OwnedEvent::Message { source, .. }
+        | OwnedEvent::Loss { source, .. }
+        | OwnedEvent::Restarted { source, .. }
+        | OwnedEvent::Closed { source, .. }
+        | OwnedEvent::Inactive { source, .. } => *source,
     }
 }

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::proto::wire::{Frame, SeqRange};
+use crate::proto::wire::Frame;
 use crate::proto::{
-    Destination, Event, LossReason, OfferError, Publisher, PublisherConfig, Receiver,
+    Destination, Event, OfferError, OwnedEvent, Publisher, PublisherConfig, Receiver,
     ReceiverConfig, SourceId,
 };
 use network::Link;
@@ -120,51 +120,13 @@ impl Default for SimConfig {
     }
 }
 
-/// One event a receiver reported, with owned payload and the virtual time.
+/// One event a receiver reported, with the virtual time it was reported at.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Logged {
-    /// `Event::Joined`.
-    Joined {
-        /// Session.
-        session: u64,
-        /// Start sequence.
-        start_seq: u64,
-    },
-    /// `Event::Message`.
-    Message {
-        /// Session.
-        session: u64,
-        /// Sequence.
-        seq: u64,
-        /// Payload.
-        payload: Vec<u8>,
-    },
-    /// `Event::Loss`.
-    Loss {
-        /// Session.
-        session: u64,
-        /// Range.
-        range: SeqRange,
-        /// Reason.
-        reason: LossReason,
-        /// Virtual time of the report.
-        at: Duration,
-    },
-    /// `Event::Restarted`.
-    Restarted {
-        /// Old session.
-        old_session: u64,
-    },
-    /// `Event::Closed`.
-    Closed {
-        /// Session.
-        session: u64,
-    },
-    /// `Event::Inactive`.
-    Inactive {
-        /// Session.
-        session: u64,
-    },
+pub struct Logged {
+    /// Virtual time of the report.
+    pub at: Duration,
+    /// The event.
+    pub event: OwnedEvent,
 }
 
 struct SimPublisher {
@@ -185,7 +147,7 @@ struct SimReceiver {
     core: Receiver,
     down: Link,
     back: Link,
-    log: Vec<(SourceId, Logged)>,
+    log: Vec<Logged>,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -537,7 +499,7 @@ impl Sim {
     }
 
     /// The events receiver `j` reported.
-    pub fn log(&self, j: usize) -> &[(SourceId, Logged)] {
+    pub fn log(&self, j: usize) -> &[Logged] {
         &self.receivers[j].log
     }
 
@@ -566,46 +528,9 @@ impl Sim {
     }
 }
 
-fn owned(ev: Event<'_>, at: Duration) -> (SourceId, Logged) {
-    match ev {
-        Event::Joined {
-            source,
-            session,
-            start_seq,
-        } => (source, Logged::Joined { session, start_seq }),
-        Event::Message {
-            source,
-            session,
-            seq,
-            payload,
-        } => (
-            source,
-            Logged::Message {
-                session,
-                seq,
-                payload: payload.to_vec(),
-            },
-        ),
-        Event::Loss {
-            source,
-            session,
-            range,
-            reason,
-        } => (
-            source,
-            Logged::Loss {
-                session,
-                range,
-                reason,
-                at,
-            },
-        ),
-        Event::Restarted {
-            source,
-            old_session,
-            ..
-        } => (source, Logged::Restarted { old_session }),
-        Event::Closed { source, session } => (source, Logged::Closed { session }),
-        Event::Inactive { source, session } => (source, Logged::Inactive { session }),
+fn owned(ev: Event<'_>, at: Duration) -> Logged {
+    Logged {
+        at,
+        event: ev.into(),
     }
 }

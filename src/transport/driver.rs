@@ -20,8 +20,7 @@ use super::idle::{IdleStrategy, Idler};
 use super::publisher::Publisher;
 use super::subscriber::Subscriber;
 use crate::proto::publisher::OfferError;
-use crate::proto::receiver::{Event, LossReason, SourceId};
-use crate::proto::wire::SeqRange;
+use crate::proto::receiver::{Event, OwnedEvent};
 
 /// A subscriber running on its own thread; stop it to get it back.
 pub struct SubscriberThread {
@@ -87,114 +86,6 @@ impl Subscriber {
             timeout,
             queue: VecDeque::new(),
             error: None,
-        }
-    }
-}
-
-/// An event with its payload copied out, for [`Subscriber::events`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OwnedEvent {
-    /// See [`Event::Joined`].
-    Joined {
-        /// The publisher.
-        source: SourceId,
-        /// Its session.
-        session: u64,
-        /// First sequence delivered or reported.
-        start_seq: u64,
-    },
-    /// See [`Event::Message`].
-    Message {
-        /// The publisher.
-        source: SourceId,
-        /// Its session.
-        session: u64,
-        /// Sequence number.
-        seq: u64,
-        /// The message.
-        payload: Vec<u8>,
-    },
-    /// See [`Event::Loss`].
-    Loss {
-        /// The publisher.
-        source: SourceId,
-        /// Its session.
-        session: u64,
-        /// The lost sequence numbers.
-        range: SeqRange,
-        /// Why.
-        reason: LossReason,
-    },
-    /// See [`Event::Restarted`].
-    Restarted {
-        /// The publisher.
-        source: SourceId,
-        /// The session that ended.
-        old_session: u64,
-        /// The new session.
-        new_session: u64,
-    },
-    /// See [`Event::Closed`].
-    Closed {
-        /// The publisher.
-        source: SourceId,
-        /// Its session.
-        session: u64,
-    },
-    /// See [`Event::Inactive`].
-    Inactive {
-        /// The publisher.
-        source: SourceId,
-        /// Its session.
-        session: u64,
-    },
-}
-
-impl From<Event<'_>> for OwnedEvent {
-    fn from(e: Event<'_>) -> Self {
-        match e {
-            Event::Joined {
-                source,
-                session,
-                start_seq,
-            } => OwnedEvent::Joined {
-                source,
-                session,
-                start_seq,
-            },
-            Event::Message {
-                source,
-                session,
-                seq,
-                payload,
-            } => OwnedEvent::Message {
-                source,
-                session,
-                seq,
-                payload: payload.to_vec(),
-            },
-            Event::Loss {
-                source,
-                session,
-                range,
-                reason,
-            } => OwnedEvent::Loss {
-                source,
-                session,
-                range,
-                reason,
-            },
-            Event::Restarted {
-                source,
-                old_session,
-                new_session,
-            } => OwnedEvent::Restarted {
-                source,
-                old_session,
-                new_session,
-            },
-            Event::Closed { source, session } => OwnedEvent::Closed { source, session },
-            Event::Inactive { source, session } => OwnedEvent::Inactive { source, session },
         }
     }
 }

@@ -15,9 +15,10 @@ pub mod publisher;
 pub mod socket;
 pub mod subscriber;
 
+pub use crate::proto::receiver::OwnedEvent;
 pub use batch::{Datagram, PushError, RecvBatch, SendBatch, Truncated};
 pub use channel::{Channel, ChannelParseError};
-pub use driver::{EventIter, OwnedEvent, SharedPublisher, SubscriberThread};
+pub use driver::{EventIter, SharedPublisher, SubscriberThread};
 pub use error::Error;
 pub use idle::IdleStrategy;
 pub use publisher::{Publisher, PublisherOptions};
