@@ -22,6 +22,13 @@ pub struct Gap {
     pub tries: u32,
     /// When the first NAK for it was sent.
     pub first_nak: Option<Instant>,
+    /// NAKs sent since the publisher last repaired part of it: a wide gap is repaired in
+    /// slices (the publisher bounds the work per NAK), and a gap that is making progress
+    /// must not run out of tries.
+    pub unanswered: u32,
+    /// The first NAK, or the last repair of part of the gap: the loss deadline runs from
+    /// here.
+    pub since: Option<Instant>,
     /// When the gap was first detected.
     pub detected: Instant,
     /// Set once the gap is known to be unrecoverable; reported when delivery reaches it.
@@ -82,13 +89,17 @@ impl GapList {
             nak_at,
             tries: 0,
             first_nak: None,
+            unanswered: 0,
+            since: None,
             detected: now,
             lost: None,
         });
     }
 
     /// Remove `seq` from the gap holding it, if any, and return that gap's state as it was.
-    pub fn fill(&mut self, seq: u64) -> Option<Gap> {
+    /// With `progress` (a repair arrived at that instant), what remains of the gap starts
+    /// its unanswered count and loss deadline afresh.
+    pub fn fill(&mut self, seq: u64, progress: Option<Instant>) -> Option<Gap> {
         let i = self.gaps.partition_point(|g| g.range.end <= seq);
         let g = *self.gaps.get(i)?;
         if !g.range.contains(seq) {
@@ -98,6 +109,15 @@ impl GapList {
             SeqRange::new(g.range.start, seq),
             SeqRange::new(seq + 1, g.range.end),
         );
+        let rest = match progress {
+            Some(at) if g.tries > 0 => Gap {
+                unanswered: 0,
+                since: Some(at),
+                ..g
+            },
+            _ => g,
+        };
+        self.gaps[i] = rest;
         match (lo.is_empty(), hi.is_empty()) {
             (true, true) => {
                 self.gaps.remove(i);
@@ -106,7 +126,7 @@ impl GapList {
             (true, false) => self.gaps[i].range = hi,
             (false, false) => {
                 self.gaps[i].range = lo;
-                self.gaps.insert(i + 1, Gap { range: hi, ..g });
+                self.gaps.insert(i + 1, Gap { range: hi, ..rest });
             }
         }
         Some(g)
@@ -187,10 +207,10 @@ mod tests {
         gl.push(SeqRange::new(20, 25), t, t);
         assert_eq!(gl.len(), 1);
         assert_eq!(gl.front().unwrap().range, SeqRange::new(10, 25));
-        assert!(gl.fill(9).is_none());
-        assert!(gl.fill(15).is_some());
-        assert!(gl.fill(15).is_none());
-        assert!(gl.fill(10).is_some());
+        assert!(gl.fill(9, None).is_none());
+        assert!(gl.fill(15, None).is_some());
+        assert!(gl.fill(15, None).is_none());
+        assert!(gl.fill(10, None).is_some());
         let ranges: Vec<_> = gl.iter().map(|g| g.range).collect();
         assert_eq!(ranges, [SeqRange::new(11, 15), SeqRange::new(16, 25)]);
         assert!(gl.mark_lost_below(20, LossReason::Unavailable));

@@ -319,7 +319,7 @@ impl Source {
         if seq >= self.highest {
             self.extend_to(seq, now, ctx);
             self.highest = seq + 1;
-        } else if let Some(gap) = self.gaps.fill(seq) {
+        } else if let Some(gap) = self.gaps.fill(seq, retransmit.then_some(now)) {
             if gap.tries > 0 {
                 ctx.stats.recovered += 1;
                 if let (1, Some(sent), true) = (gap.tries, gap.first_nak, retransmit) {
@@ -463,10 +463,8 @@ impl Source {
             if g.lost.is_some() {
                 continue;
             }
-            let tries_out = g.tries >= max_tries && g.nak_at <= now;
-            let deadline_out = g
-                .first_nak
-                .is_some_and(|t| t + ctx.cfg.loss_deadline <= now);
+            let tries_out = g.unanswered >= max_tries && g.nak_at <= now;
+            let deadline_out = g.since.is_some_and(|t| t + ctx.cfg.loss_deadline <= now);
             if tries_out || deadline_out {
                 g.lost = Some(LossReason::Timeout);
                 any = true;
@@ -501,7 +499,7 @@ impl Source {
                 break;
             }
             i += 1;
-            if g.lost.is_some() || g.nak_at > now || g.tries >= cfg.max_nak_tries {
+            if g.lost.is_some() || g.nak_at > now || g.unanswered >= cfg.max_nak_tries {
                 continue;
             }
             if g.range.end > limit {
@@ -513,8 +511,10 @@ impl Source {
             out[n] = g.range;
             n += 1;
             g.tries += 1;
+            g.unanswered += 1;
             g.first_nak.get_or_insert(now);
-            g.nak_at = now + Self::retry_interval(self.srtt, cfg, g.tries);
+            g.since.get_or_insert(now);
+            g.nak_at = now + Self::retry_interval(self.srtt, cfg, g.unanswered);
         }
         self.update_deadline(cfg);
         n
@@ -541,8 +541,8 @@ impl Source {
                 continue;
             }
             let mut t = g.nak_at;
-            if let Some(first) = g.first_nak {
-                t = t.min(first + cfg.loss_deadline);
+            if let Some(since) = g.since {
+                t = t.min(since + cfg.loss_deadline);
             }
             d = Some(d.map_or(t, |d| d.min(t)));
         }

@@ -750,3 +750,41 @@ fn an_oversized_message_is_reported_lost_not_dropped_silently() {
     );
     assert_eq!(h.receiver.stats().discarded_fragments, frags);
 }
+
+#[test]
+fn a_wide_gap_repaired_in_slices_never_runs_out_of_tries() {
+    // The publisher repairs at most 4 frames per NAK; the receiver may NAK only 3 times
+    // without an answer. A 200-message gap needs ~50 NAKs, each answered in part.
+    let pcfg = PublisherConfig {
+        max_queued_repairs: 4,
+        ..PublisherConfig::default()
+    };
+    let rcfg = ReceiverConfig {
+        max_nak_tries: 3,
+        ..ReceiverConfig::default()
+    };
+    let mut h = Harness::with(pcfg, rcfg);
+    let f0 = h.publish(b"first");
+    h.deliver(&f0[0]);
+    for i in 0..200u32 {
+        h.publish(&i.to_le_bytes());
+    }
+    let last = h.publish(b"last");
+    h.deliver(&last[0]);
+    for _ in 0..500 {
+        let Some(next) = h.receiver.poll_timeout() else {
+            break;
+        };
+        h.advance(next.saturating_duration_since(h.now));
+        h.naks();
+        for f in h.frames() {
+            h.deliver(&f);
+        }
+        if h.receiver.stats().messages == 202 {
+            break;
+        }
+    }
+    assert_eq!(h.receiver.stats().messages, 202);
+    assert_eq!(h.receiver.stats().loss_events, 0);
+    assert!(h.receiver.stats().naks_sent > 10);
+}
