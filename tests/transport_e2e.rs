@@ -276,9 +276,14 @@ fn late_joiners_and_a_restarted_publisher() {
     let mut pubs = vec![publisher(&ch, fixed_port)];
     run(&mut pubs, &mut early, 1000, 1000, Duration::from_secs(30));
 
-    // Two late joiners: one from the first message it sees, one recovering the backlog.
+    // Two late joiners: one from the first message it sees (the session is older than its
+    // reorder window, so it does not go back to the session's start), one recovering the
+    // backlog.
     let mut late = vec![
-        (subscriber(&ch, |_| {}), Collector::default()),
+        (
+            subscriber(&ch, |o| o.protocol.reorder_window = 256),
+            Collector::default(),
+        ),
         (
             subscriber(&ch, |o| o.protocol.join = JoinPolicy::FromOldest),
             Collector::default(),

@@ -452,6 +452,7 @@ impl Publisher {
         let buf = self.ring.reserve(self.cfg.mtu);
         let writer = DataFrameWriter::begin(buf, self.cfg.stream, self.session, self.next_seq)
             .expect("mtu holds an empty frame");
+        writer.set_session_offset(buf, self.next_seq - self.cfg.initial_seq);
         let open = OpenFrame {
             writer,
             first_seq: self.next_seq,
@@ -699,6 +700,7 @@ impl Publisher {
             self.ring.oldest_seq().min(self.next_seq),
         )
         .ok()?;
+        wire::set_session_offset(&mut buf[..len], self.next_seq - self.cfg.initial_seq);
         let hb = &mut self.heartbeat;
         hb.interval = if hb.data_since {
             self.cfg.heartbeat_min * 2

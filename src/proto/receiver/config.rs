@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JoinPolicy {
-    /// At the first original DATA frame or heartbeat seen: nothing older is requested.
+    /// At the first original DATA frame or heartbeat seen: nothing older is requested,
+    /// except that a session younger than the reorder window is joined at its first
+    /// sequence (DATA frames carry their distance from it), so a receiver that was already
+    /// listening loses nothing when the session's first frames are dropped.
     #[default]
     FirstSeen,
     /// At the oldest sequence the publisher still retains, as its heartbeats announce:

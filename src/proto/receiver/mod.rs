@@ -38,7 +38,7 @@ use rand::rngs::SmallRng;
 
 use crate::proto::transmit::{Destination, Transmit};
 use crate::proto::wire::{self, DecodeError, Frame, FrameType, MAX_RANGES, SeqRange};
-use source::{Ctx, Phase, Source};
+use source::{Announce, Ctx, Phase, Source};
 
 /// Bytes of the largest NAK a receiver sends: `poll_transmit` needs a buffer this large.
 pub const NAK_MAX_LEN: usize =
@@ -533,15 +533,31 @@ impl Receiver {
         match frame {
             Frame::Data(d) => src.on_data(&d, now, &mut ctx, on_event),
             Frame::Heartbeat {
+                header,
                 next_seq,
                 oldest_seq,
-                ..
-            } => src.on_control(next_seq, oldest_seq, false, now, &mut ctx, on_event),
+            } => {
+                let a = Announce {
+                    next_seq,
+                    oldest_seq,
+                    session_offset: header.session_offset,
+                    close: false,
+                };
+                src.on_control(a, now, &mut ctx, on_event)
+            }
             Frame::Close {
+                header,
                 next_seq,
                 oldest_seq,
-                ..
-            } => src.on_control(next_seq, oldest_seq, true, now, &mut ctx, on_event),
+            } => {
+                let a = Announce {
+                    next_seq,
+                    oldest_seq,
+                    session_offset: header.session_offset,
+                    close: true,
+                };
+                src.on_control(a, now, &mut ctx, on_event)
+            }
             Frame::Unavailable(list) => {
                 for range in list.iter() {
                     src.on_unavailable(range, now, &mut ctx, on_event);

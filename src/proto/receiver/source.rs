@@ -11,6 +11,19 @@ use super::window::ReorderWindow;
 use super::{Event, JoinPolicy, LossReason, ReceiverConfig, ReceiverStats, SourceId};
 use crate::proto::wire::{DataFrame, FRAG_BEGIN, FRAG_END, MAX_RANGES, SeqRange};
 
+/// What a HEARTBEAT or CLOSE announces.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Announce {
+    /// First sequence not yet sent (for CLOSE: one past the last of the session).
+    pub next_seq: u64,
+    /// Oldest sequence still retained.
+    pub oldest_seq: u64,
+    /// Distance of `next_seq` from the session's first sequence.
+    pub session_offset: u32,
+    /// Whether this is a CLOSE.
+    pub close: bool,
+}
+
 /// Lifecycle of a tracked source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -268,7 +281,10 @@ impl Source {
             }
             Phase::Awaiting => {
                 if ctx.cfg.join == JoinPolicy::FirstSeen && !frame.is_retransmit() {
-                    self.join(frame.first_seq, ctx, on_event);
+                    // A session younger than the reorder window is joined at its start, so
+                    // a receiver that was listening loses nothing to a dropped first frame.
+                    let start = self.young_session_start(frame.first_seq, frame.session_offset());
+                    self.join(start, ctx, on_event);
                 } else {
                     ctx.stats.dropped_before_join += u64::from(frame.count);
                     return;
@@ -395,21 +411,37 @@ impl Source {
         }
     }
 
+    /// Where a FirstSeen receiver joins, given the first sequence it saw and that
+    /// sequence's distance from the session's start: the session's start if the session is
+    /// younger than the reorder window, else the sequence seen.
+    fn young_session_start(&self, seen: u64, session_offset: u32) -> u64 {
+        let offset = u64::from(session_offset);
+        if offset < self.window.capacity() {
+            seen - offset.min(seen)
+        } else {
+            seen
+        }
+    }
+
     /// HEARTBEAT or CLOSE: the publisher's window (and, for CLOSE, its end).
     pub fn on_control<F: FnMut(Event<'_>)>(
         &mut self,
-        next_seq: u64,
-        oldest_seq: u64,
-        close: bool,
+        a: Announce,
         now: Instant,
         ctx: &mut Ctx<'_>,
         on_event: &mut F,
     ) {
+        let Announce {
+            next_seq,
+            oldest_seq,
+            session_offset,
+            close,
+        } = a;
         match self.phase {
             Phase::Closed => return,
             Phase::Awaiting => {
                 let start = match ctx.cfg.join {
-                    JoinPolicy::FirstSeen => next_seq,
+                    JoinPolicy::FirstSeen => self.young_session_start(next_seq, session_offset),
                     JoinPolicy::FromOldest => oldest_seq,
                 };
                 self.join(start, ctx, on_event);

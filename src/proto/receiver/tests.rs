@@ -788,3 +788,39 @@ fn a_wide_gap_repaired_in_slices_never_runs_out_of_tries() {
     assert_eq!(h.receiver.stats().loss_events, 0);
     assert!(h.receiver.stats().naks_sent > 10);
 }
+
+#[test]
+fn a_listening_receiver_recovers_a_young_sessions_lost_first_frames() {
+    // Lost first DATA frame, then more data: joined at the session's start.
+    let mut h = Harness::new(ReceiverConfig::default());
+    let _lost = h.publish(b"zero");
+    let f1 = h.publish(b"one");
+    h.deliver(&f1[0]);
+    h.advance(ms(1));
+    h.naks();
+    for f in h.frames() {
+        h.deliver(&f);
+    }
+    let ev = h.take();
+    assert_eq!(
+        ev[..3],
+        [
+            Ev::Joined(0),
+            Ev::Msg(0, b"zero".to_vec()),
+            Ev::Msg(1, b"one".to_vec())
+        ]
+    );
+
+    // Lost first DATA frame, then a heartbeat first: the same.
+    let mut h = Harness::new(ReceiverConfig::default());
+    let _lost = h.publish(b"zero");
+    h.advance(ms(1));
+    let hb = h.frames();
+    h.deliver(&hb[0]);
+    h.advance(ms(1));
+    h.naks();
+    for f in h.frames() {
+        h.deliver(&f);
+    }
+    assert_eq!(h.take()[..2], [Ev::Joined(0), Ev::Msg(0, b"zero".to_vec())]);
+}

@@ -178,6 +178,13 @@ impl<'a> DataFrame<'a> {
         })
     }
 
+    /// How far `first_seq` is from the session's first sequence number (header bytes
+    /// 12..16, saturating at `u32::MAX`): lets a receiver that joins young session recover
+    /// its start even when the very first frames were lost.
+    pub fn session_offset(&self) -> u32 {
+        self.header.session_offset
+    }
+
     /// Whether this frame is a repair (RETRANSMIT flag).
     pub fn is_retransmit(&self) -> bool {
         self.header.flags & FLAG_RETRANSMIT != 0
@@ -339,6 +346,13 @@ pub fn finish_frame(frame: &mut [u8]) {
     write_u32(frame, 0, crc);
 }
 
+/// Set the session offset (header bytes 12..16, see [`Header::session_offset`]) of an
+/// encoded frame and refresh its CRC.
+pub fn set_session_offset(frame: &mut [u8], offset: u64) {
+    write_u32(frame, 12, u32::try_from(offset).unwrap_or(u32::MAX));
+    finish_frame(frame);
+}
+
 /// Mark an encoded DATA frame as a repair and refresh its CRC.
 pub fn set_retransmit(frame: &mut [u8]) {
     let flags = read_u16(frame, 6) | FLAG_RETRANSMIT;
@@ -375,6 +389,7 @@ impl DataFrameWriter {
             flags: 0,
             stream,
             session,
+            session_offset: 0,
         }
         .emit(buf);
         write_u64(buf, HEADER_LEN, first_seq);
@@ -384,6 +399,12 @@ impl DataFrameWriter {
             len: Self::EMPTY_LEN,
             count: 0,
         })
+    }
+
+    /// Record the frame's distance from the session's first sequence number (see
+    /// [`DataFrame::session_offset`]); call before `finish`.
+    pub fn set_session_offset(&self, buf: &mut [u8], offset: u64) {
+        write_u32(buf, 12, u32::try_from(offset).unwrap_or(u32::MAX));
     }
 
     /// Bytes written so far.
@@ -454,6 +475,7 @@ pub fn emit_control(
         flags: 0,
         stream,
         session,
+        session_offset: 0,
     }
     .emit(buf);
     write_u64(buf, HEADER_LEN, next_seq);
@@ -487,6 +509,7 @@ pub fn emit_ranges(
         flags: 0,
         stream,
         session,
+        session_offset: 0,
     }
     .emit(buf);
     write_u16(buf, HEADER_LEN, ranges.len() as u16);
@@ -519,6 +542,7 @@ pub fn emit_status(
         flags: 0,
         stream,
         session,
+        session_offset: 0,
     }
     .emit(buf);
     write_u32(buf, HEADER_LEN, if leaving { STATUS_LEAVING } else { 0 });

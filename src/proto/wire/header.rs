@@ -7,7 +7,8 @@
 //!  5      1   type       FrameType
 //!  6      2   flags      FLAG_* bits (u16 LE)
 //!  8      4   stream     stream id (u32 LE)
-//! 12      4   reserved   zero when sent, ignored when received
+//! 12      4   offset     DATA, HEARTBEAT, CLOSE: distance of the frame's sequence (first_seq,
+//!                        next_seq) from the session's first, saturating; others: zero
 //! 16      8   session    session id (u64 LE), random per publisher start
 //! ```
 
@@ -73,6 +74,10 @@ pub struct Header {
     /// Session id of the publisher the frame belongs to (or is addressed to, for NAK; for
     /// STATUS, the session the receiver follows, 0 if it does not know one yet).
     pub session: u64,
+    /// For DATA, HEARTBEAT and CLOSE: how far the frame's sequence number (`first_seq`,
+    /// `next_seq`) is from the session's first, saturating at `u32::MAX`, so a receiver
+    /// joining a young session can start at its beginning. Zero in other frames.
+    pub session_offset: u32,
 }
 
 impl Header {
@@ -97,6 +102,7 @@ impl Header {
             flags: read_u16(bytes, 6),
             stream: read_u32(bytes, 8),
             session: read_u64(bytes, 16),
+            session_offset: read_u32(bytes, 12),
         })
     }
 
@@ -108,7 +114,7 @@ impl Header {
         buf[5] = self.frame_type as u8;
         write_u16(buf, 6, self.flags);
         write_u32(buf, 8, self.stream);
-        write_u32(buf, 12, 0);
+        write_u32(buf, 12, self.session_offset);
         write_u64(buf, 16, self.session);
     }
 }

@@ -17,7 +17,7 @@ mod header;
 
 pub use frames::{
     DataFrame, DataFrameWriter, Fragment, FragmentIter, Frame, RangeIter, RangeList, emit_control,
-    emit_ranges, emit_status, finish_frame, set_retransmit,
+    emit_ranges, emit_status, finish_frame, set_retransmit, set_session_offset,
 };
 pub use header::{
     FLAG_RETRANSMIT, FRAG_BEGIN, FRAG_END, FrameType, HEADER_LEN, Header, PROTOCOL_VERSION,

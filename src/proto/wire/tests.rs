@@ -292,7 +292,7 @@ proptest! {
         body in proptest::collection::vec(any::<u8>(), 0..40),
     ) {
         let mut f = vec![0u8; HEADER_LEN];
-        Header { frame_type: FrameType::Status, flags: 0, stream, session }.emit(&mut f);
+        Header { frame_type: FrameType::Status, flags: 0, stream, session, session_offset: 0 }.emit(&mut f);
         f.extend_from_slice(&body);
         finish_frame(&mut f);
         match Frame::parse(&f) {
