@@ -384,14 +384,7 @@ impl DataFrameWriter {
         if buf.len() < Self::EMPTY_LEN {
             return Err(EncodeError::BufferTooSmall);
         }
-        Header {
-            frame_type: FrameType::Data,
-            flags: 0,
-            stream,
-            session,
-            session_offset: 0,
-        }
-        .emit(buf);
+        Header::new(FrameType::Data, stream, session).emit(buf);
         write_u64(buf, HEADER_LEN, first_seq);
         write_u16(buf, HEADER_LEN + 8, 0);
         write_u16(buf, HEADER_LEN + 10, 0);
@@ -470,14 +463,7 @@ pub fn emit_control(
     if buf.len() < len {
         return Err(EncodeError::BufferTooSmall);
     }
-    Header {
-        frame_type,
-        flags: 0,
-        stream,
-        session,
-        session_offset: 0,
-    }
-    .emit(buf);
+    Header::new(frame_type, stream, session).emit(buf);
     write_u64(buf, HEADER_LEN, next_seq);
     write_u64(buf, HEADER_LEN + 8, oldest_seq);
     finish_frame(&mut buf[..len]);
@@ -504,14 +490,7 @@ pub fn emit_ranges(
     if buf.len() < len {
         return Err(EncodeError::BufferTooSmall);
     }
-    Header {
-        frame_type,
-        flags: 0,
-        stream,
-        session,
-        session_offset: 0,
-    }
-    .emit(buf);
+    Header::new(frame_type, stream, session).emit(buf);
     write_u16(buf, HEADER_LEN, ranges.len() as u16);
     buf[HEADER_LEN + 2..HEADER_LEN + RANGES_PREFIX_LEN].fill(0);
     for (i, r) in ranges.iter().enumerate() {

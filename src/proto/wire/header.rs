@@ -81,6 +81,17 @@ pub struct Header {
 }
 
 impl Header {
+    /// A header with no flags and a zero session offset.
+    pub fn new(frame_type: FrameType, stream: u32, session: u64) -> Self {
+        Self {
+            frame_type,
+            flags: 0,
+            stream,
+            session,
+            session_offset: 0,
+        }
+    }
+
     /// Check length, CRC and version, and read the header. Nothing else is trusted before
     /// the CRC matches.
     pub fn parse(bytes: &[u8]) -> Result<Self, DecodeError> {
