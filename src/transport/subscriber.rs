@@ -175,9 +175,9 @@ impl Subscriber {
         Ok(sub)
     }
 
-    /// One duty cycle without blocking: receive up to `limit` datagrams, hand every event
-    /// to `handler` (messages in order per publisher, payload valid during the call), run
-    /// timers and send due NAKs. Returns the work done (datagrams received plus NAKs
+    /// One duty cycle without blocking: receive datagrams (in batches of up to 32, until
+    /// `limit` were handled or none is left), hand every event to `handler` (messages in
+    /// order per publisher, payload valid during the call), run timers and send due NAKs. Returns the work done (datagrams received plus NAKs
     /// sent), for idle strategies.
     pub fn poll<F: FnMut(Event<'_>)>(
         &mut self,
