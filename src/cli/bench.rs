@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use hdrhistogram::Histogram;
-use nakcast::proto::{PublisherStats, ReceiverStats};
+use nakcast::proto::{PublisherStats, ReceiverStats, RepairLatency};
 use nakcast::{
     Event, JoinPolicy, OfferError, Publisher, PublisherOptions, Subscriber, SubscriberOptions,
 };
 use serde_json::json;
 
 use super::{
-    CliError, Percentiles, StatusLine, channel, new_histogram, parse_rate, print_json, r3,
+    CliError, Percentiles, RepairPercentiles, StatusLine, channel, new_histogram, parse_rate,
+    print_json, r3,
 };
 
 /// Header of a bench message: send time and index.
@@ -89,6 +90,7 @@ struct SubResult {
     hist: Histogram<u64>,
     states: Vec<SubState>,
     stats: Vec<ReceiverStats>,
+    repairs: RepairLatency,
     injected: Vec<u64>,
     last_delivery: Instant,
     error: Option<String>,
@@ -410,6 +412,10 @@ fn subscriber_loop(
     SubResult {
         hist,
         stats: subs.iter().map(|s| *s.stats()).collect(),
+        repairs: subs.iter().fold(RepairLatency::default(), |mut all, s| {
+            all.merge(s.repair_latency());
+            all
+        }),
         injected: subs.iter().map(|s| s.injected_drops()).collect(),
         states,
         last_delivery,
@@ -439,6 +445,7 @@ fn report(a: &BenchArgs, group: SocketAddr, p: &PubResult, s: &SubResult) -> Res
     let msgs_per_s = a.count as f64 / elapsed;
     let mb_per_s = msgs_per_s * a.size as f64 / 1e6;
     let lat = Percentiles::of(&s.hist);
+    let repair = RepairPercentiles::of(&s.repairs);
 
     let mode = match a.rate {
         Some(r) => format!("paced at {r} msg/s"),
@@ -467,6 +474,15 @@ fn report(a: &BenchArgs, group: SocketAddr, p: &PubResult, s: &SubResult) -> Res
         "  NAKs         sent {naks_sent}, received {}; repairs (retransmits) {}; unavailable {}",
         p.stats.naks_received, p.stats.retransmits, p.stats.unavailable_sent
     );
+    if repair.samples > 0 {
+        println!(
+            "  repair µs    p50 {}  p99 {}  max {}  (gap detected -> delivered in order; {} fragments)",
+            repair.p50_us.unwrap_or_default(),
+            repair.p99_us.unwrap_or_default(),
+            repair.max_us.unwrap_or_default(),
+            repair.samples
+        );
+    }
     if a.json {
         print_json(&json!({
             "subscribers": k,
@@ -494,6 +510,10 @@ fn report(a: &BenchArgs, group: SocketAddr, p: &PubResult, s: &SubResult) -> Res
             "unreported_lost": unreported,
             "out_of_order": out_of_order,
             "naks_sent": naks_sent,
+            "repair_p50_us": repair.p50_us,
+            "repair_p99_us": repair.p99_us,
+            "repair_max_us": repair.max_us,
+            "repair_samples": repair.samples,
             "naks_received": p.stats.naks_received,
             "retransmitted": p.stats.retransmits,
             "unavailable": p.stats.unavailable_sent,

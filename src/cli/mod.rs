@@ -192,6 +192,32 @@ impl Percentiles {
     }
 }
 
+/// Repair latency percentiles in microseconds (`null` in JSON without samples).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RepairPercentiles {
+    /// Fragments recovered after a NAK and delivered.
+    pub samples: u64,
+    /// Median gap-detected-to-delivered time.
+    pub p50_us: Option<f64>,
+    /// 99th percentile.
+    pub p99_us: Option<f64>,
+    /// Largest.
+    pub max_us: Option<f64>,
+}
+
+impl RepairPercentiles {
+    /// Summarise a receiver's (or several merged) repair latencies.
+    pub fn of(r: &nakcast::proto::receiver::RepairLatency) -> Self {
+        let us = |d: Option<Duration>| d.map(|d| r3(d.as_secs_f64() * 1e6));
+        Self {
+            samples: r.count(),
+            p50_us: us(r.quantile(0.50)),
+            p99_us: us(r.quantile(0.99)),
+            max_us: us(r.max()),
+        }
+    }
+}
+
 /// A histogram of nanoseconds from 1 ns to 100 s with 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")

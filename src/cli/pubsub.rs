@@ -15,7 +15,9 @@ use nakcast::{
 };
 use serde_json::json;
 
-use super::{ChannelArgs, CliError, StatusLine, parse_rate, parse_secs, print_json, r3};
+use super::{
+    ChannelArgs, CliError, RepairPercentiles, StatusLine, parse_rate, parse_secs, print_json, r3,
+};
 
 /// Smallest generated payload: the 8-byte index.
 pub const MIN_SIZE: usize = 8;
@@ -432,6 +434,7 @@ pub fn run_sub(a: SubArgs) -> Result<(), CliError> {
     } else {
         0.0
     };
+    let repair = RepairPercentiles::of(sub.repair_latency());
     let v = json!({
         "delivered": delivered,
         "lost": lost,
@@ -440,6 +443,10 @@ pub fn run_sub(a: SubArgs) -> Result<(), CliError> {
         "corrupt": corrupt,
         "naks_sent": s.naks_sent,
         "recovered": s.recovered,
+        "repair_p50_us": repair.p50_us,
+        "repair_p99_us": repair.p99_us,
+        "repair_max_us": repair.max_us,
+        "repair_samples": repair.samples,
         "elapsed_s": r3(elapsed),
         "msgs_per_s": r3(msgs_per_s),
         "sessions": sessions.len(),

@@ -279,6 +279,12 @@ impl Subscriber {
         self.core.stats()
     }
 
+    /// Repair latency so far: for each fragment recovered after a NAK, the time from
+    /// detecting its gap to delivering it in order.
+    pub fn repair_latency(&self) -> &crate::proto::receiver::RepairLatency {
+        self.core.repair_latency()
+    }
+
     /// Datagrams dropped by the loss injector.
     pub fn injected_drops(&self) -> u64 {
         self.injected_drops

@@ -22,11 +22,13 @@
 
 mod config;
 mod gaps;
+mod repair;
 mod source;
 mod window;
 
 pub use config::{JoinPolicy, ReceiverConfig};
 pub use gaps::{Gap, GapList};
+pub use repair::RepairLatency;
 pub use window::ReorderWindow;
 
 use std::fmt;
@@ -332,6 +334,7 @@ pub struct Receiver {
     /// The latest `now` any entry point was given (for `poll_timeout`).
     last_now: Option<Instant>,
     stats: ReceiverStats,
+    repairs: RepairLatency,
 }
 
 impl Receiver {
@@ -357,6 +360,7 @@ impl Receiver {
             leaving: false,
             last_now: None,
             stats: ReceiverStats::default(),
+            repairs: RepairLatency::default(),
             cfg,
         }
     }
@@ -364,6 +368,12 @@ impl Receiver {
     /// Counters.
     pub fn stats(&self) -> &ReceiverStats {
         &self.stats
+    }
+
+    /// Repair latency so far: for every fragment recovered after a NAK, the time from
+    /// detecting its gap to delivering it in order.
+    pub fn repair_latency(&self) -> &RepairLatency {
+        &self.repairs
     }
 
     /// The configuration in effect (after sanitizing).
@@ -480,6 +490,8 @@ impl Receiver {
             cfg: &self.cfg,
             rng: &mut self.rng,
             stats: &mut self.stats,
+            repairs: &mut self.repairs,
+            now,
         };
         // Most datagrams come from the source of the previous one: check it first.
         let hit = (self
@@ -577,6 +589,8 @@ impl Receiver {
             cfg: &self.cfg,
             rng: &mut self.rng,
             stats: &mut self.stats,
+            repairs: &mut self.repairs,
+            now,
         };
         let mut i = 0;
         while i < self.sources.len() {

@@ -8,7 +8,9 @@ use rand::rngs::SmallRng;
 
 use super::gaps::GapList;
 use super::window::ReorderWindow;
-use super::{Event, JoinPolicy, LossReason, ReceiverConfig, ReceiverStats, SourceId};
+use super::{
+    Event, JoinPolicy, LossReason, ReceiverConfig, ReceiverStats, RepairLatency, SourceId,
+};
 use crate::proto::wire::{DataFrame, FRAG_BEGIN, FRAG_END, MAX_RANGES, SeqRange};
 
 /// What a HEARTBEAT or CLOSE announces.
@@ -42,6 +44,9 @@ pub(super) struct Ctx<'a> {
     pub cfg: &'a ReceiverConfig,
     pub rng: &'a mut SmallRng,
     pub stats: &'a mut ReceiverStats,
+    pub repairs: &'a mut RepairLatency,
+    /// The time of the input being processed.
+    pub now: Instant,
 }
 
 /// Fragment reassembly into whole messages.
@@ -338,6 +343,12 @@ impl Source {
         } else if let Some(gap) = self.gaps.fill(seq, retransmit.then_some(now)) {
             if gap.tries > 0 {
                 ctx.stats.recovered += 1;
+                if in_order {
+                    ctx.repairs
+                        .record(now.saturating_duration_since(gap.detected));
+                } else {
+                    self.window.mark_repaired(seq, gap.detected);
+                }
                 if let (1, Some(sent), true) = (gap.tries, gap.first_nak, retransmit) {
                     // Karn: only unambiguous first-try repairs update the RTT estimate.
                     let sample = now.saturating_duration_since(sent);
@@ -367,7 +378,10 @@ impl Source {
     fn advance<F: FnMut(Event<'_>)>(&mut self, ctx: &mut Ctx<'_>, on_event: &mut F) {
         loop {
             if self.window.contains(self.cursor) {
-                let (flags, payload) = self.window.take(self.cursor);
+                let (flags, payload, detected) = self.window.take(self.cursor);
+                if let Some(d) = detected {
+                    ctx.repairs.record(ctx.now.saturating_duration_since(d));
+                }
                 self.assembler.push(
                     self.id,
                     self.session,

@@ -3,12 +3,16 @@
 //! A fixed ring of slots indexed by `seq % capacity`. Each slot keeps its byte buffer after
 //! use, so once warmed up, buffering and delivering allocate nothing.
 
+use std::time::Instant;
+
 /// One buffered fragment.
 #[derive(Clone, Debug, Default)]
 struct Slot {
     seq: u64,
     present: bool,
     flags: u8,
+    /// For a fragment recovered after a NAK: when its gap was detected.
+    repaired: Option<Instant>,
     data: Vec<u8>,
 }
 
@@ -61,20 +65,30 @@ impl ReorderWindow {
         s.seq = seq;
         s.present = true;
         s.flags = flags;
+        s.repaired = None;
         s.data.clear();
         s.data.extend_from_slice(payload);
         self.bytes += payload.len();
         true
     }
 
-    /// Release the fragment `seq` (which must be held) and return its flags and bytes; the
-    /// bytes stay valid until the slot is reused.
-    pub fn take(&mut self, seq: u64) -> (u8, &[u8]) {
+    /// Note that the held fragment `seq` was recovered after a NAK, for a gap detected at
+    /// `detected` (reported back by [`take`](Self::take) for repair latency).
+    pub fn mark_repaired(&mut self, seq: u64, detected: Instant) {
+        let s = &mut self.slots[(seq & self.mask) as usize];
+        if s.present && s.seq == seq {
+            s.repaired = Some(detected);
+        }
+    }
+
+    /// Release the fragment `seq` (which must be held) and return its flags, bytes and
+    /// repair mark; the bytes stay valid until the slot is reused.
+    pub fn take(&mut self, seq: u64) -> (u8, &[u8], Option<Instant>) {
         let s = &mut self.slots[(seq & self.mask) as usize];
         debug_assert!(s.present && s.seq == seq);
         s.present = false;
         self.bytes -= s.data.len();
-        (s.flags, &s.data)
+        (s.flags, &s.data, s.repaired.take())
     }
 
     /// Release every slot (used when a source restarts).
