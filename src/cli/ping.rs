@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use nakcast::transport::{RecvBatch, SendBatch, open_multicast_receiver, open_sender};
+use nakcast::transport::{RecvBatch, open_multicast_receiver, open_sender};
 use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
 use serde_json::json;
 
@@ -208,11 +208,13 @@ impl Link for ProtoLink {
     }
 }
 
-/// Plain UDP: a connected sender to one group, a receiver joined to the other.
+/// Plain UDP: a connected sender to one group, a receiver joined to the other. Each
+/// datagram goes out with one `send(2)`; receives use the same adaptive batch as the
+/// protocol (one `recvmsg(2)` while idle): the cheapest calls for a ping-pong, so the
+/// baseline is the bare socket at its best.
 struct RawLink {
     tx: std::net::UdpSocket,
     rx: std::net::UdpSocket,
-    send: SendBatch,
     recv: RecvBatch,
 }
 
@@ -223,20 +225,25 @@ impl RawLink {
         Ok(Self {
             tx,
             rx,
-            send: SendBatch::new(8, 2048),
             recv: RecvBatch::new(8, 2048),
         })
     }
 
-    fn flush(&mut self) -> Result<(), CliError> {
-        while !self.send.is_empty() {
-            match self.send.send(&self.tx) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+    fn send_one(tx: &std::net::UdpSocket, msg: &[u8]) -> Result<(), CliError> {
+        loop {
+            match tx.send(msg) {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    std::hint::spin_loop()
+                }
                 Err(e) => return Err(CliError::Failed(format!("send failed: {e}"))),
             }
         }
-        Ok(())
     }
 
     fn recv(&mut self) -> Result<usize, CliError> {
@@ -251,10 +258,7 @@ impl RawLink {
 
 impl Link for RawLink {
     fn send(&mut self, msg: &[u8]) -> Result<(), CliError> {
-        self.send
-            .push(msg, None)
-            .map_err(|e| CliError::Failed(format!("send failed: {e:?}")))?;
-        self.flush()
+        Self::send_one(&self.tx, msg)
     }
 
     fn recv_reply(&mut self, want: u64) -> Result<bool, CliError> {
@@ -274,11 +278,9 @@ impl Link for RawLink {
         }
         let mut n = 0;
         for d in self.recv.iter().flatten() {
-            if self.send.push(d.payload, None).is_ok() {
-                n += 1;
-            }
+            Self::send_one(&self.tx, d.payload)?;
+            n += 1;
         }
-        self.flush()?;
         Ok(n)
     }
 

@@ -197,6 +197,8 @@ pub struct RecvBatch {
     /// Datagrams held from the last receive.
     filled: usize,
     truncated_total: u64,
+    /// The last adaptive receive found data: the next one tries a whole batch.
+    bursting: bool,
 }
 
 // SAFETY: the only non-Send fields are the raw pointers inside `iovecs` and
@@ -255,6 +257,7 @@ impl RecvBatch {
                 .collect(),
             filled: 0,
             truncated_total: 0,
+            bursting: false,
         }
     }
 
@@ -314,11 +317,28 @@ impl RecvBatch {
     /// Receives up to [`capacity`](Self::capacity) datagrams without
     /// blocking, replacing the previous contents.
     ///
-    /// Uses one `recvmmsg(MSG_DONTWAIT)` on Linux/Android, otherwise
-    /// [`recv_each`](Self::recv_each). Returns the number held (`>= 1`), or
+    /// Adaptive: while the socket is idle, one `recvmsg(2)` per call (the
+    /// cheapest system call for the next lone datagram, which is what a
+    /// latency-bound subscriber waits for); after a datagram arrived, one
+    /// `recvmmsg(2)` for the whole batch, as long as calls keep returning more
+    /// than one. So a busy stream moves in batches and a ping-pong pays no
+    /// batching overhead. Returns the number held (`>= 1`), or
     /// `Err(WouldBlock)` if nothing was queued. Works on blocking and
     /// non-blocking sockets alike (`std`, `mio` or `socket2`).
     pub fn recv<S: AsFd>(&mut self, socket: &S) -> io::Result<usize> {
+        if !self.bursting {
+            let r = self.recv_up_to(socket, 1);
+            self.bursting = r.is_ok();
+            return r;
+        }
+        let r = self.recv_batch(socket);
+        self.bursting = matches!(r, Ok(n) if n > 1);
+        r
+    }
+
+    /// Receives up to [`capacity`](Self::capacity) datagrams with one
+    /// `recvmmsg(2)` on Linux/Android (otherwise [`recv_each`](Self::recv_each)).
+    pub fn recv_batch<S: AsFd>(&mut self, socket: &S) -> io::Result<usize> {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
             self.recv_mmsg(socket.as_fd().as_raw_fd())
@@ -407,13 +427,17 @@ impl RecvBatch {
     /// Stops at the first `WouldBlock`; an error after at least one datagram
     /// was received is dropped in favour of returning what was received.
     pub fn recv_each<S: AsFd>(&mut self, socket: &S) -> io::Result<usize> {
+        self.recv_up_to(socket, self.slots.len())
+    }
+
+    fn recv_up_to<S: AsFd>(&mut self, socket: &S, limit: usize) -> io::Result<usize> {
         let fd = socket.as_fd().as_raw_fd();
         self.filled = 0;
         let cap = self.cap;
         let base = self.buf.as_mut_ptr();
         let addr_ptr = self.addrs.as_mut_ptr();
         let mut i = 0;
-        while i < self.slots.len() {
+        while i < limit.min(self.slots.len()) {
             let mut iov = libc::iovec {
                 // SAFETY: i < count, so the slot lies within `buf`.
                 iov_base: unsafe { base.add(i * cap) }.cast(),

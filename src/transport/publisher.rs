@@ -70,6 +70,8 @@ pub struct Publisher {
     send: SendBatch,
     recv: RecvBatch,
     frame: Vec<u8>,
+    /// A second frame buffer: the latency path looks one frame ahead.
+    spare: Vec<u8>,
     warnings: Vec<SocketWarning>,
     send_errors: u64,
     fanout_drops: u64,
@@ -113,6 +115,7 @@ impl Publisher {
             send: SendBatch::new(32, mtu),
             recv: RecvBatch::new(32, 2048),
             frame: vec![0; mtu],
+            spare: vec![0; mtu],
             warnings,
             send_errors: 0,
             fanout_drops: 0,
@@ -183,6 +186,18 @@ impl Publisher {
     /// Move frames from the core to the socket until the core has nothing due or the
     /// kernel pushes back; returns how many datagrams were sent.
     fn transmit(&mut self, now: Instant) -> usize {
+        if self.multicast && self.send.is_empty() {
+            // The latency path: a lone frame goes out with one plain `send` straight from
+            // the frame buffer (no copy into the batch, no `sendmmsg` header set-up).
+            let Some(first) = self.core.poll_transmit(now, &mut self.frame) else {
+                return 0;
+            };
+            let Some(second) = self.core.poll_transmit(now, &mut self.spare) else {
+                return self.send_now(first.len, first.destination);
+            };
+            self.queue_multicast(first.len, first.destination, false);
+            self.queue_multicast(second.len, second.destination, true);
+        }
         let mut sent = 0;
         loop {
             while !self.send.is_full() {
@@ -223,6 +238,47 @@ impl Publisher {
             sent += send_batch(&mut self.send, &self.data, &mut self.send_errors);
             if !self.send.is_empty() {
                 return sent;
+            }
+        }
+    }
+
+    /// Queue the frame in `frame` (or `spare`) for the batch (multicast mode, batch empty
+    /// enough for two frames).
+    fn queue_multicast(&mut self, len: usize, dest: Destination, spare: bool) {
+        let frame = if spare { &self.spare } else { &self.frame };
+        let dest = match dest {
+            Destination::Group => None,
+            Destination::Unicast(a) => Some(a),
+        };
+        self.send
+            .push(&frame[..len], dest)
+            .expect("an empty batch has room for two MTU frames");
+    }
+
+    /// Send the frame in `frame` at once; when the kernel pushes back, queue it instead.
+    fn send_now(&mut self, len: usize, dest: Destination) -> usize {
+        let frame = &self.frame[..len];
+        let r = loop {
+            let r = match dest {
+                Destination::Group => self.data.send(frame),
+                Destination::Unicast(a) => self.data.send_to(frame, a),
+            };
+            match r {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        match r {
+            Ok(_) => 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.queue_multicast(len, dest, false);
+                0
+            }
+            Err(_) => {
+                // Refused (e.g. EPERM from a firewall): dropped and counted; receivers
+                // will NAK it.
+                self.send_errors += 1;
+                0
             }
         }
     }

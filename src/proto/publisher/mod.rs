@@ -650,10 +650,10 @@ impl Publisher {
         if self.unsent_frames == 0 {
             return None;
         }
-        let i = self
-            .ring
-            .find(self.unsent_seq)
-            .expect("unsent frames are never evicted");
+        // Unsent frames are the newest sealed ones (never evicted): index from the back
+        // rather than search the index (a binary search over it misses the cache).
+        let i = self.ring.len() - self.unsent_frames;
+        debug_assert_eq!(self.ring.find(self.unsent_seq), Some(i));
         let frame = self.ring.frame(i);
         let len = frame.len();
         buf[..len].copy_from_slice(frame);
