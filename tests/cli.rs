@@ -131,7 +131,10 @@ fn pub_and_two_verifying_subscribers() {
         "--json",
     ]);
     let s1 = Proc::spawn(&sub_args);
-    let s2 = Proc::spawn(&sub_args);
+    // The second busy-polls instead of blocking in epoll.
+    let mut spin_args = sub_args.clone();
+    spin_args.extend(["--idle", "spin"]);
+    let s2 = Proc::spawn(&spin_args);
     std::thread::sleep(Duration::from_millis(300));
     let mut pub_args = vec!["pub"];
     pub_args.extend(common);
@@ -161,6 +164,11 @@ fn pub_and_two_verifying_subscribers() {
         }
         u(&j, "naks_sent");
         u(&j, "recovered");
+        // Repair latency fields: null without repairs, numbers with.
+        for k in ["repair_p50_us", "repair_p99_us"] {
+            assert!(j.get(k).is_some(), "{k}: {j}");
+        }
+        assert_eq!(u(&j, "repair_samples"), u(&j, "recovered"), "{j}");
         assert_eq!(u(&j, "sessions"), 1, "{j}");
         assert!(
             f(&j, "msgs_per_s") > 0.0 && f(&j, "elapsed_s") >= 0.0,
@@ -226,12 +234,44 @@ fn bench_recovers_injected_loss() {
         assert!(f(&j, k) > 0.0, "{k}: {j}");
     }
     assert!(f(&j, "p50_us") <= f(&j, "p99_us"), "{j}");
+    // Repair latency: one sample per recovered fragment, gap detection to delivery.
+    assert_eq!(u(&j, "repair_samples"), u(&j, "recovered"), "{j}");
+    assert!(f(&j, "repair_p50_us") > 0.0, "{j}");
+    assert!(f(&j, "repair_p50_us") <= f(&j, "repair_p99_us"), "{j}");
     // The human table precedes the JSON line.
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("latency"), "{stdout}");
 }
 
+#[test]
+fn pub_and_sub_raw_baseline() {
+    let _g = serial();
+    let g = group(5);
+    let common = ["--group", &g, "--interface", "127.0.0.1", "--raw", "--json"];
+    let mut sub_args = vec!["sub", "--count", "2000", "--verify", "--idle-timeout", "10"];
+    sub_args.extend(common);
+    let sub = Proc::spawn(&sub_args);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut pub_args = vec!["pub", "--count", "2000", "--rate", "20000", "--size", "100"];
+    pub_args.extend(common);
+    let p = run(&pub_args, Duration::from_secs(20));
+    assert!(p.status.success(), "pub: {}", describe(&p));
+    let pj = last_json(&p);
+    assert_eq!(u(&pj, "sent"), 2000, "{pj}");
+    assert_eq!(pj["raw"].as_bool(), Some(true), "{pj}");
+    let out = sub.wait(Duration::from_secs(20));
+    assert!(out.status.success(), "sub: {}", describe(&out));
+    let j = last_json(&out);
+    assert_eq!(u(&j, "delivered"), 2000, "{j}");
+    assert_eq!(u(&j, "corrupt") + u(&j, "lost"), 0, "{j}");
+    assert!(f(&j, "mb_per_s") > 0.0, "{j}");
+}
+
 fn ping_pong(raw: bool) {
+    ping_pong_idle(raw, "spin");
+}
+
+fn ping_pong_idle(raw: bool, idle: &str) {
     let g = group(if raw { 4 } else { 3 });
     let reply = format!("239.255.160.1:{}", free_port());
     let mut args = vec![
@@ -241,6 +281,8 @@ fn ping_pong(raw: bool) {
         &reply,
         "--interface",
         "127.0.0.1",
+        "--idle",
+        idle,
     ];
     if raw {
         args.push("--raw");
@@ -272,6 +314,13 @@ fn ping_pong_over_the_protocol() {
 fn ping_pong_raw_baseline() {
     let _g = serial();
     ping_pong(true);
+}
+
+#[test]
+fn ping_pong_blocking_and_backoff() {
+    let _g = serial();
+    ping_pong_idle(false, "block");
+    ping_pong_idle(true, "backoff");
 }
 
 #[test]

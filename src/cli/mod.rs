@@ -134,6 +134,31 @@ impl ChannelArgs {
     }
 }
 
+/// How a busy loop waits when a poll found nothing (`--idle`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IdleArg {
+    /// Spin on the CPU: lowest latency, one core at 100%.
+    Spin,
+    /// Yield the CPU between polls.
+    Yield,
+    /// Spin, then yield, then sleep with exponential back-off (up to 1 ms).
+    Backoff,
+    /// Block in the kernel (epoll) until a datagram arrives.
+    Block,
+}
+
+impl IdleArg {
+    /// The library's idle strategy for this choice.
+    pub fn strategy(self) -> nakcast::IdleStrategy {
+        match self {
+            IdleArg::Spin => nakcast::IdleStrategy::BusySpin,
+            IdleArg::Yield => nakcast::IdleStrategy::Yield,
+            IdleArg::Backoff => nakcast::IdleStrategy::DEFAULT_BACKOFF,
+            IdleArg::Block => nakcast::IdleStrategy::Block,
+        }
+    }
+}
+
 /// A channel on `group` over `interface` with stream id `stream`.
 pub fn channel(group: SocketAddr, interface: &str, stream: u32) -> Channel {
     let Ok(iface) = interface.parse::<Interface>();

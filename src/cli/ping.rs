@@ -2,22 +2,25 @@
 //!
 //! Ping publishes on `--group` (stream S), pong echoes every message on `--reply-group`
 //! (stream S+1; by default the same address with port + 1). One message is in flight at a
-//! time and both ends busy-poll. `--raw` runs the very same pattern over plain UDP sockets
-//! opened by the same helpers (`open_sender`, `open_multicast_receiver`) and driven by the same
-//! batched I/O (`SendBatch`, `RecvBatch`), without the protocol: the baseline.
+//! time and both ends busy-poll (or wait as `--idle` says). `--raw` runs the very same
+//! pattern over plain UDP sockets opened by the same helpers (`open_sender`,
+//! `open_multicast_receiver`), one `send(2)` per datagram and the same adaptive `RecvBatch`,
+//! without the protocol: the baseline.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use nakcast::transport::idle::Idler;
 use nakcast::transport::{RecvBatch, open_multicast_receiver, open_sender};
 use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
 use serde_json::json;
 
 use super::{
-    ChannelArgs, CliError, Percentiles, channel, new_histogram, parse_rate, parse_secs, print_json,
-    r3, write_hgrm,
+    ChannelArgs, CliError, IdleArg, Percentiles, channel, new_histogram, parse_rate, parse_secs,
+    print_json, r3, write_hgrm,
 };
 
 /// Ping message header: send time (ns, informational) and round-trip sequence number.
@@ -37,6 +40,10 @@ pub struct PingChannel {
     /// Plain UDP on the same sockets and batched I/O, no protocol: the baseline.
     #[arg(long)]
     raw: bool,
+    /// How to wait for the next datagram: spin (lowest latency, one core busy), yield,
+    /// backoff (spin, yield, then sleep up to 1 ms) or block (epoll).
+    #[arg(long, value_enum, default_value = "spin")]
+    idle: IdleArg,
 }
 
 impl PingChannel {
@@ -129,6 +136,34 @@ trait Link {
     fn service(&mut self) -> Result<(), CliError>;
     /// Close cleanly.
     fn close(&mut self) -> Result<(), CliError>;
+    /// Block until the inbound socket is readable or `timeout` passes.
+    fn block(&mut self, timeout: Duration) -> Result<(), CliError>;
+}
+
+/// Waits the way `--idle` says after a poll that found nothing.
+struct Waiter {
+    arg: IdleArg,
+    idler: Idler,
+}
+
+impl Waiter {
+    fn new(arg: IdleArg) -> Self {
+        Self {
+            arg,
+            idler: Idler::default(),
+        }
+    }
+
+    fn idle<L: Link>(&mut self, link: &mut L, work: u64) -> Result<(), CliError> {
+        match self.arg {
+            IdleArg::Block if work == 0 => link.block(Duration::from_millis(1)),
+            IdleArg::Block => Ok(()),
+            other => {
+                self.idler.idle(other.strategy(), work as usize);
+                Ok(())
+            }
+        }
+    }
 }
 
 fn seq_of(payload: &[u8]) -> Option<u64> {
@@ -206,6 +241,11 @@ impl Link for ProtoLink {
         self.publisher.close(Duration::from_millis(20))?;
         Ok(())
     }
+
+    fn block(&mut self, timeout: Duration) -> Result<(), CliError> {
+        self.subscriber.wait(timeout)?;
+        Ok(())
+    }
 }
 
 /// Plain UDP: a connected sender to one group, a receiver joined to the other. Each
@@ -216,16 +256,29 @@ struct RawLink {
     tx: std::net::UdpSocket,
     rx: std::net::UdpSocket,
     recv: RecvBatch,
+    poller: mio::Poll,
+    events: mio::Events,
 }
 
 impl RawLink {
     fn open(out: SocketAddr, inp: SocketAddr, cfg: &SocketConfig) -> Result<Self, CliError> {
         let rx = open_multicast_receiver(inp, cfg)?.socket;
         let tx = open_sender(out, cfg)?.socket;
+        let poller = mio::Poll::new().map_err(|e| CliError::Setup(format!("epoll: {e}")))?;
+        poller
+            .registry()
+            .register(
+                &mut mio::unix::SourceFd(&rx.as_raw_fd()),
+                mio::Token(0),
+                mio::Interest::READABLE,
+            )
+            .map_err(|e| CliError::Setup(format!("epoll: {e}")))?;
         Ok(Self {
             tx,
             rx,
             recv: RecvBatch::new(8, 2048),
+            poller,
+            events: mio::Events::with_capacity(4),
         })
     }
 
@@ -290,6 +343,14 @@ impl Link for RawLink {
 
     fn close(&mut self) -> Result<(), CliError> {
         Ok(())
+    }
+
+    fn block(&mut self, timeout: Duration) -> Result<(), CliError> {
+        match self.poller.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(CliError::Failed(format!("epoll: {e}"))),
+        }
     }
 }
 
@@ -364,6 +425,7 @@ fn ping<L: Link>(a: &PingArgs, link: &mut L) -> Result<(), CliError> {
     }
 
     let mut hist = new_histogram();
+    let mut waiter = Waiter::new(a.link.idle);
     let mut timeouts = 0u64;
     let interval = a.rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let total = a.warmup + a.count;
@@ -401,6 +463,7 @@ fn ping<L: Link>(a: &PingArgs, link: &mut L) -> Result<(), CliError> {
             if sent.elapsed() > a.timeout {
                 break None;
             }
+            waiter.idle(link, 0)?;
         };
         match received {
             Some(t) if i >= a.warmup => {
@@ -471,15 +534,17 @@ fn pong<L: Link>(a: &PongArgs, link: &mut L) -> Result<(), CliError> {
     let mut last_rx = Instant::now();
     let mut last_service = Instant::now();
     let mut spins = 0u32;
+    let mut waiter = Waiter::new(a.link.idle);
     while !super::interrupted() && a.count.is_none_or(|c| echoed < c) {
         let n = link.echo()?;
         echoed += n;
+        waiter.idle(link, n)?;
         if n > 0 {
             last_rx = Instant::now();
             continue;
         }
         spins = spins.wrapping_add(1);
-        if spins.is_multiple_of(64) {
+        if spins.is_multiple_of(64) || a.link.idle != IdleArg::Spin {
             let now = Instant::now();
             if now.duration_since(last_service) > SERVICE_EVERY {
                 link.service()?;
@@ -491,7 +556,6 @@ fn pong<L: Link>(a: &PongArgs, link: &mut L) -> Result<(), CliError> {
                 break;
             }
         }
-        std::hint::spin_loop();
     }
     link.close()?;
     eprintln!("pong: echoed {echoed} messages");

@@ -70,6 +70,8 @@ pub struct Publisher {
     send: SendBatch,
     recv: RecvBatch,
     frame: Vec<u8>,
+    /// The latest time read from the clock.
+    now: Instant,
     /// A second frame buffer: the latency path looks one frame ahead.
     spare: Vec<u8>,
     warnings: Vec<SocketWarning>,
@@ -115,6 +117,7 @@ impl Publisher {
             send: SendBatch::new(32, mtu),
             recv: RecvBatch::new(32, 2048),
             frame: vec![0; mtu],
+            now: Instant::now(),
             spare: vec![0; mtu],
             warnings,
             send_errors: 0,
@@ -126,42 +129,65 @@ impl Publisher {
     /// number, or back-pressure (nothing queued) when the unsent allowance or the send
     /// rate is exhausted.
     pub fn offer(&mut self, msg: &[u8]) -> Result<u64, OfferError> {
-        let now = Instant::now();
+        let now = self.clock();
         let seq = match self.core.offer(now, msg) {
             Err(OfferError::BackPressure) => {
                 // Send what is queued, then try once more.
-                self.transmit(now);
+                self.transmit(now, true);
                 self.core.offer(now, msg)?
             }
             other => other?,
         };
-        self.transmit(now);
+        self.transmit(now, true);
         Ok(seq)
     }
 
-    /// Queue `msg` without sending: it shares a frame with the messages offered after it,
-    /// until [`flush`](Self::flush) or [`poll`](Self::poll). For throughput.
+    /// Queue `msg` to share a frame with the messages offered after it (natural batching):
+    /// each frame goes out as soon as it is full, the last partial one at the next
+    /// [`flush`](Self::flush) or [`poll`](Self::poll). For throughput: an application
+    /// that offers everything it has, then flushes, sends full frames under load and a
+    /// lone message at once when idle.
     pub fn offer_deferred(&mut self, msg: &[u8]) -> Result<u64, OfferError> {
-        let now = Instant::now();
-        match self.core.offer(now, msg) {
+        // One clock read per frame, not per message: while a frame is open, the time of
+        // the previous call is recent enough (it only dates the frame and the rate limit).
+        let now = if self.core.has_open_frame() {
+            self.now
+        } else {
+            self.clock()
+        };
+        let seq = match self.core.offer(now, msg) {
             Err(OfferError::BackPressure) => {
-                self.transmit(now);
-                self.core.offer(now, msg)
+                let now = self.clock();
+                self.transmit(now, true);
+                self.core.offer(now, msg)?
             }
-            other => other,
+            other => other?,
+        };
+        if self.core.has_full_frames() {
+            let now = self.clock();
+            self.transmit(now, false);
         }
+        Ok(seq)
     }
 
     /// Send everything queued now.
     pub fn flush(&mut self) {
         self.core.flush();
-        self.transmit(Instant::now());
+        let now = self.clock();
+        self.transmit(now, true);
+    }
+
+    /// Read the clock; every entry point goes through here, so the time handed to the core
+    /// never runs backwards.
+    fn clock(&mut self) -> Instant {
+        self.now = Instant::now();
+        self.now
     }
 
     /// One duty cycle: receive NAKs, send repairs, heartbeats and anything queued. Returns
     /// the work done (datagrams received plus sent), for idle strategies.
     pub fn poll(&mut self) -> Result<usize, Error> {
-        let now = Instant::now();
+        let now = self.clock();
         let mut work = 0;
         loop {
             match self.recv.recv(self.replies.as_ref().unwrap_or(&self.data)) {
@@ -179,20 +205,28 @@ impl Publisher {
                 Err(e) => return Err(e.into()),
             }
         }
-        work += self.transmit(now);
+        work += self.transmit(now, true);
         Ok(work)
     }
 
     /// Move frames from the core to the socket until the core has nothing due or the
-    /// kernel pushes back; returns how many datagrams were sent.
-    fn transmit(&mut self, now: Instant) -> usize {
+    /// kernel pushes back; returns how many datagrams were sent. Without `seal_open`, the
+    /// open frame stays open (only full frames go).
+    fn transmit(&mut self, now: Instant, seal_open: bool) -> usize {
+        let next = |core: &mut Core, buf: &mut [u8]| {
+            if seal_open {
+                core.poll_transmit(now, buf)
+            } else {
+                core.poll_transmit_full(now, buf)
+            }
+        };
         if self.multicast && self.send.is_empty() {
             // The latency path: a lone frame goes out with one plain `send` straight from
             // the frame buffer (no copy into the batch, no `sendmmsg` header set-up).
-            let Some(first) = self.core.poll_transmit(now, &mut self.frame) else {
+            let Some(first) = next(&mut self.core, &mut self.frame) else {
                 return 0;
             };
-            let Some(second) = self.core.poll_transmit(now, &mut self.spare) else {
+            let Some(second) = next(&mut self.core, &mut self.spare) else {
                 return self.send_now(first.len, first.destination);
             };
             self.queue_multicast(first.len, first.destination, false);
@@ -201,7 +235,7 @@ impl Publisher {
         let mut sent = 0;
         loop {
             while !self.send.is_full() {
-                let Some(t) = self.core.poll_transmit(now, &mut self.frame) else {
+                let Some(t) = next(&mut self.core, &mut self.frame) else {
                     break;
                 };
                 let frame = &self.frame[..t.len];
@@ -286,7 +320,7 @@ impl Publisher {
     /// Close cleanly: send what is queued, then CLOSE frames, serving NAKs for `linger`
     /// (blocking the calling thread meanwhile, polling every 50 µs).
     pub fn close(&mut self, linger: Duration) -> Result<(), Error> {
-        let start = Instant::now();
+        let start = self.clock();
         self.core.close(start);
         while start.elapsed() < linger {
             if self.poll()? == 0 {

@@ -274,6 +274,21 @@ impl Subscriber {
         self.poll(handler, usize::MAX)
     }
 
+    /// Block until a datagram is waiting, a protocol timer is due, or `timeout` passes,
+    /// without receiving anything (for callers that run their own duty cycle and idle by
+    /// blocking). Returns whether the socket is readable.
+    pub fn wait(&mut self, timeout: Duration) -> Result<bool, Error> {
+        let mut wait = timeout;
+        if let Some(t) = self.core.poll_timeout() {
+            wait = wait.min(t.saturating_duration_since(Instant::now()));
+        }
+        match self.poller.poll(&mut self.events, Some(wait)) {
+            Ok(()) => Ok(!self.events.is_empty()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Counters of the protocol core.
     pub fn stats(&self) -> &ReceiverStats {
         self.core.stats()

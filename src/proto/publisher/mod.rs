@@ -571,6 +571,34 @@ impl Publisher {
     /// then heartbeat or CLOSE. Unicast destinations silent past `destination_timeout` are
     /// dropped first.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.poll_transmit_inner(now, buf, true)
+    }
+
+    /// Like [`poll_transmit`](Self::poll_transmit), but the open frame stays open (whatever
+    /// the linger) and keeps filling: only frames already full go out. For natural batching,
+    /// when the application offers faster than frames are sent: see
+    /// [`has_full_frames`](Self::has_full_frames).
+    pub fn poll_transmit_full(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.poll_transmit_inner(now, buf, false)
+    }
+
+    /// Whether frames that filled up (sealed, not yet sent) are waiting for
+    /// `poll_transmit`.
+    pub fn has_full_frames(&self) -> bool {
+        self.unsent_frames > 0
+    }
+
+    /// Whether a frame is open (holding messages, not sealed yet).
+    pub fn has_open_frame(&self) -> bool {
+        self.open.is_some()
+    }
+
+    fn poll_transmit_inner(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        seal_open: bool,
+    ) -> Option<Transmit> {
         self.now = now;
         self.expire_destinations(now);
         if let Some(t) = self.transmit_unavailable(now, buf) {
@@ -579,9 +607,10 @@ impl Publisher {
         if let Some(t) = self.transmit_repair(now, buf) {
             return Some(t);
         }
-        if self
-            .open
-            .is_some_and(|o| now.saturating_duration_since(o.opened_at) >= self.cfg.linger)
+        if seal_open
+            && self
+                .open
+                .is_some_and(|o| now.saturating_duration_since(o.opened_at) >= self.cfg.linger)
         {
             self.seal();
         }
