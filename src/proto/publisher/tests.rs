@@ -566,3 +566,33 @@ fn zero_rates_and_huge_durations_are_sanitized() {
     let _ = p.poll_timeout();
     drain(&mut p, now + Duration::from_secs(1));
 }
+
+#[test]
+fn poll_transmit_full_sends_only_full_frames_and_keeps_the_open_one_filling() {
+    let now = t0();
+    let mut p = Publisher::new(PublisherConfig::default(), 1, now);
+    let mut buf = vec![0u8; 2048];
+    let mut full = Vec::new();
+    for i in 0..100u32 {
+        p.offer(now, &i.to_le_bytes().repeat(8)).unwrap();
+        while let Some(t) = p.poll_transmit_full(now, &mut buf) {
+            full.push(buf[..t.len].to_vec());
+        }
+    }
+    assert!(!full.is_empty(), "100 x 32 B fill at least one frame");
+    assert!(p.has_open_frame());
+    let mut next = 0;
+    for f in &full {
+        let d = data(f);
+        assert_eq!(d.first_seq, next);
+        next += u64::from(d.count);
+        // Full: another 32-byte message would not have fit.
+        assert!(f.len() + 36 > p.config().mtu, "{} bytes", f.len());
+    }
+    // The partial frame goes at the next ordinary poll_transmit.
+    let rest = drain(&mut p, now);
+    assert_eq!(rest.len(), 1);
+    let d = data(&rest[0]);
+    assert_eq!((d.first_seq, d.first_seq + u64::from(d.count)), (next, 100));
+    assert!(!p.has_open_frame() && !p.has_full_frames());
+}
