@@ -290,10 +290,22 @@ fn ping_pong_idle(raw: bool, idle: &str) {
     let mut pong_args = vec!["pong", "--idle-timeout", "30"];
     pong_args.extend(&args);
     let pong = Proc::spawn(&pong_args);
+    let plot = std::env::temp_dir().join(format!(
+        "nakcast-ping-{}-{idle}-{raw}.svg",
+        std::process::id()
+    ));
+    let plot_s = plot.to_string_lossy().to_string();
     let mut ping_args = vec!["ping", "--count", "2000", "--warmup", "100", "--json"];
     ping_args.extend(&args);
+    ping_args.extend(["--plot", &plot_s]);
     let out = run(&ping_args, Duration::from_secs(30));
     drop(pong);
+    let svg = std::fs::read_to_string(&plot).unwrap_or_default();
+    let _ = std::fs::remove_file(&plot);
+    assert!(
+        svg.starts_with("<svg") && svg.contains("99%"),
+        "--plot wrote {svg:.200}"
+    );
     assert!(out.status.success(), "{}", describe(&out));
     let j = last_json(&out);
     assert_eq!(u(&j, "count"), 2000, "{j}");

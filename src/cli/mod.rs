@@ -8,6 +8,7 @@
 mod bench;
 mod doctor;
 mod ping;
+mod plot;
 mod pubsub;
 
 use std::fmt;

@@ -68,7 +68,7 @@ impl PingChannel {
 #[derive(Args, Debug)]
 #[command(after_help = "Examples (two terminals, or `&`):\n  \
     nakcast pong --group 239.255.0.1:40456 --interface 127.0.0.1 &\n  \
-    nakcast ping --group 239.255.0.1:40456 --interface 127.0.0.1 --count 100000 --hgrm ping.hgrm\n  \
+    nakcast ping --group 239.255.0.1:40456 --interface 127.0.0.1 --count 100000 --hgrm ping.hgrm --plot ping.svg\n  \
     # the baseline: the same pattern over plain UDP (start a `pong --raw` first)\n  \
     nakcast pong --group 239.255.0.1:40456 --interface 127.0.0.1 --raw &\n  \
     nakcast ping --group 239.255.0.1:40456 --interface 127.0.0.1 --raw --json\n  \
@@ -96,6 +96,9 @@ pub struct PingArgs {
     /// Write the HdrHistogram percentile distribution (µs) to FILE.
     #[arg(long, value_name = "FILE")]
     hgrm: Option<PathBuf>,
+    /// Draw the latency-by-percentile chart to FILE (SVG).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
     /// A reply later than this counts as a timeout and the next round trip starts.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
     timeout: Duration,
@@ -488,6 +491,18 @@ fn ping<L: Link>(a: &PingArgs, link: &mut L) -> Result<(), CliError> {
         write_hgrm(&hist, path)?;
     }
     let kind = if a.link.raw { "raw UDP" } else { "nakcast" };
+    if let Some(path) = &a.plot {
+        let title = format!(
+            "nakcast ping ({kind}): {} round trips of {} B, {}",
+            p.count,
+            a.size,
+            match a.rate {
+                Some(r) => format!("{r} round trips/s"),
+                None => "back to back".into(),
+            }
+        );
+        super::plot::write_svg(&hist, &title, path)?;
+    }
     println!(
         "ping ({kind}) {} round trips of {} B via {}: p50 {} µs  p90 {}  p99 {}  p99.9 {}  max {}  mean {}  ({} timeouts, {:.0} round trips/s)",
         p.count,
