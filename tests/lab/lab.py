@@ -460,7 +460,8 @@ def row(sc: Scenario, s: SubResult, loss: str, messages: int, pub: dict, drops: 
         delivered=st.get("delivered"), recovered=st.get("recovered"), lost=st.get("lost"),
         naks_sent=st.get("naks_sent"), naks_received=pub.get("naks_received"),
         repairs=pub.get("retransmitted"), unavailable=pub.get("unavailable"),
-        nft_drops=drops, rcvbuf_drops=rcvbuf, note=note))
+        nft_drops=drops, rcvbuf_drops=rcvbuf, repair_p50=st.get("repair_p50_us"),
+        repair_p99=st.get("repair_p99_us"), note=note))
 
 
 def drops_of(lab: Lab, i: int, label_prefix: str = "drop") -> int:
@@ -853,6 +854,13 @@ def machine() -> str:
 
 def report_md(results: list[Scenario], cmd: str, commit: str) -> str:
     f = lambda v: "–" if v is None else str(v)  # noqa: E731
+
+    def repair(r: dict) -> str:
+        p50, p99 = r.get("repair_p50"), r.get("repair_p99")
+        if p50 is None:
+            return "–"
+        return f"{p50:.0f} / {p99:.0f} µs"
+
     lines = [
         BEGIN,
         "",
@@ -862,7 +870,9 @@ def report_md(results: list[Scenario], cmd: str, commit: str) -> str:
         f"unless stated. *nft drops*: packets the loss rules dropped on that host; *rcvbuf "
         f"drops*: datagrams that host's kernel dropped for a full socket buffer (2 cores shared "
         f"by every process); NAKs sent are the subscriber's, NAKs received / repairs / "
-        f"UNAVAILABLE the publisher's (all subscribers together).",
+        f"UNAVAILABLE the publisher's (all subscribers together). *Repair latency*: per fragment "
+        f"recovered after a NAK, the time from detecting its gap to delivering it in order "
+        f"(`sub --json` `repair_p50_us` / `repair_p99_us`).",
         "",
         "| # | host | loss | messages | delivered | recovered | lost (reported) | NAKs sent "
         "| NAKs rcvd (pub) | repairs (pub) | UNAVAILABLE (pub) | nft drops | rcvbuf drops | repair "
@@ -881,7 +891,7 @@ def report_md(results: list[Scenario], cmd: str, commit: str) -> str:
                 f"{f(r['delivered'])} | {f(r['recovered'])} | {f(r['lost'])} | "
                 f"{f(r['naks_sent'])} | {f(r['naks_received'])} | {f(r['repairs'])} | "
                 f"{f(r['unavailable'])} | {f(r['nft_drops'])} | {f(r['rcvbuf_drops'])} | "
-                f"not yet reported | {res} |")
+                f"{repair(r)} | {res} |")
     lines.append("")
     for sc in results:
         lines.append(f"- Scenario {sc.num} ({sc.title}): **{'pass' if sc.passed else 'FAIL'}**"
