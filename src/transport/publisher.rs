@@ -104,6 +104,7 @@ impl Publisher {
         let mut cfg = opts.protocol.clone();
         cfg.stream = opts.channel.stream;
         let mut core = Core::new(cfg, random_session(), Instant::now());
+        core.prefault();
         for &d in &opts.destinations {
             core.add_destination(d);
         }

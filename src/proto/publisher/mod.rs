@@ -363,6 +363,12 @@ impl Publisher {
         self.heartbeat.due_now = true;
     }
 
+    /// Fault in the retransmit ring's memory now rather than during the first lap of
+    /// sending (see [`RetransmitRing::prefault`]). The transport does this at start-up.
+    pub fn prefault(&mut self) {
+        self.ring.prefault();
+    }
+
     /// Whether `close` was called.
     pub fn is_closed(&self) -> bool {
         self.closing
