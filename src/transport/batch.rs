@@ -687,6 +687,33 @@ impl SendBatch {
         Ok(())
     }
 
+    /// Queues a datagram that `fill` encodes in place, choosing its destination as it
+    /// goes: `fill` receives the whole free slot and returns the length written and the
+    /// destination (`None` = the connected one), or `None` to queue nothing. Returns whether
+    /// a datagram was queued. Saves the copy of [`push`](Self::push) when the producer
+    /// (e.g. a protocol state machine) can write straight into the batch.
+    ///
+    /// # Panics
+    /// If `fill` returns a length above the slot size.
+    pub fn push_from<F>(&mut self, fill: F) -> Result<bool, PushError>
+    where
+        F: FnOnce(&mut [u8]) -> Option<(usize, Option<SocketAddr>)>,
+    {
+        let i = self.free_slot()?;
+        let cap = self.cap;
+        let Some((n, dest)) = fill(&mut self.buf[i * cap..(i + 1) * cap]) else {
+            return Ok(false);
+        };
+        assert!(n <= cap, "encoder wrote {n} bytes into a {cap}-byte slot");
+        self.lens[i] = n;
+        self.dest_lens[i] = match dest {
+            Some(a) => write_sockaddr(&a, &mut self.dests[i]),
+            None => 0,
+        };
+        self.tail += 1;
+        Ok(true)
+    }
+
     /// Sends queued datagrams without blocking, oldest first.
     ///
     /// Returns how many were sent by this call. Unsent datagrams (kernel

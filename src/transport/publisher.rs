@@ -144,7 +144,7 @@ impl Publisher {
     }
 
     /// Queue `msg` to share a frame with the messages offered after it (natural batching):
-    /// each frame goes out as soon as it is full, the last partial one at the next
+    /// full frames go out 32 at a time (one `sendmmsg`), the rest at the next
     /// [`flush`](Self::flush) or [`poll`](Self::poll). For throughput: an application
     /// that offers everything it has, then flushes, sends full frames under load and a
     /// lone message at once when idle.
@@ -164,7 +164,7 @@ impl Publisher {
             }
             other => other?,
         };
-        if self.core.has_full_frames() {
+        if self.core.full_frames() >= FULL_FRAMES_PER_SEND {
             let now = self.clock();
             self.transmit(now, false);
         }
@@ -234,6 +234,38 @@ impl Publisher {
             self.queue_multicast(second.len, second.destination, true);
         }
         let mut sent = 0;
+        if self.multicast {
+            // Frames are encoded straight into the send batch (no intermediate copy) and
+            // go out `sendmmsg` by `sendmmsg`.
+            loop {
+                if self.send.is_full() {
+                    sent += send_batch(&mut self.send, &self.data, &mut self.send_errors);
+                    if self.send.is_full() {
+                        return sent; // The kernel pushes back: the rest waits in the core.
+                    }
+                }
+                let core = &mut self.core;
+                let queued = self
+                    .send
+                    .push_from(|slot| {
+                        next(core, slot).map(|t| {
+                            let dest = match t.destination {
+                                Destination::Group => None,
+                                Destination::Unicast(a) => Some(a),
+                            };
+                            (t.len, dest)
+                        })
+                    })
+                    .expect("a batch with room holds an MTU frame");
+                if !queued {
+                    break;
+                }
+            }
+            if !self.send.is_empty() {
+                sent += send_batch(&mut self.send, &self.data, &mut self.send_errors);
+            }
+            return sent;
+        }
         loop {
             while !self.send.is_full() {
                 let Some(t) = next(&mut self.core, &mut self.frame) else {
@@ -366,6 +398,10 @@ impl Publisher {
         &self.core
     }
 }
+
+/// `offer_deferred` sends full frames once this many are waiting (one `sendmmsg`); the
+/// rest go at the next `flush` or `poll`.
+const FULL_FRAMES_PER_SEND: usize = 32;
 
 /// Send what the batch holds; a datagram the kernel refuses (e.g. EPERM from a firewall)
 /// is dropped and counted, and receivers will NAK it.

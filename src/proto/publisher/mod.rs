@@ -594,6 +594,11 @@ impl Publisher {
         self.unsent_frames > 0
     }
 
+    /// How many sealed frames are waiting for `poll_transmit`.
+    pub fn full_frames(&self) -> usize {
+        self.unsent_frames
+    }
+
     /// Whether a frame is open (holding messages, not sealed yet).
     pub fn has_open_frame(&self) -> bool {
         self.open.is_some()
