@@ -461,7 +461,9 @@ fn ping<L: Link>(a: &PingArgs, link: &mut L) -> Result<(), CliError> {
         link.send(&msg)?;
         let received = loop {
             if link.recv_reply(seq)? {
-                break Some(Instant::now());
+                let at = Instant::now();
+                waiter.idle(link, 1)?; // Work done: the idle strategy starts afresh.
+                break Some(at);
             }
             if sent.elapsed() > a.timeout {
                 break None;

@@ -197,8 +197,8 @@ impl Publisher {
                     for d in self.recv.iter().flatten() {
                         self.core.handle_datagram(now, d.source, d.payload);
                     }
-                    if n < self.recv.capacity() {
-                        break;
+                    if work >= self.recv.capacity() * 4 {
+                        break; // Bounded work per cycle under a NAK flood.
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,

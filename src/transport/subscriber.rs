@@ -206,9 +206,8 @@ impl Subscriber {
                         }
                         self.core.handle_datagram(now, d.source, d.payload, handler);
                     }
-                    if n < self.recv.capacity() {
-                        break;
-                    }
+                    // Keep going until `WouldBlock`: the socket must be drained before
+                    // `recv_timeout`/`wait` block on its (edge-triggered) readiness.
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

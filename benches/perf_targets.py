@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""The issue-8 performance targets, measured against the raw socket in the same run.
+
+Usage: cargo build --release && python3 benches/perf_targets.py [--rounds N] [--quick]
+
+Runs, interleaved so that machine drift hits both sides alike:
+  1. round trip 32 B, `nakcast ping` vs `nakcast ping --raw` (separate ping/pong processes,
+     busy-poll), ROUNDS pairs;
+  2. one-way message rate, `pub` process -> `sub --idle spin` process: 32 B (nakcast), and
+     1 KiB nakcast vs `pub/sub --raw` (bytes/s ratio), ROUNDS pairs;
+  3. repair latency under 5% injected loss (`bench --loss 5 --rate 100000`);
+  4. low-rate latency: `ping --rate 1000` with every idle strategy, vs full speed.
+Prints one table per target with medians; every run is bounded (counts and timeouts) and
+uses loopback multicast (127.0.0.1) on free ports only.
+"""
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIN = str(Path(__file__).resolve().parent.parent / "target/release/nakcast")
+IFACE = ["--interface", "127.0.0.1"]
+
+
+def free_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def last_json(out: str) -> dict:
+    for line in reversed(out.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no JSON in output: {out[-500:]}")
+
+
+def ping(raw: bool, count: int, idle: str = "spin", rate: float | None = None) -> dict:
+    g, r = f"239.255.90.1:{free_port()}", f"239.255.91.1:{free_port()}"
+    common = ["--group", g, "--reply-group", r, *IFACE, "--idle", idle] + (["--raw"] if raw else [])
+    pong = subprocess.Popen([BIN, "pong", *common, "--idle-timeout", "30"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        args = [BIN, "ping", *common, "--count", str(count), "--warmup", str(min(count, 5000)),
+                "--json"] + (["--rate", str(rate)] if rate else [])
+        out = subprocess.run(args, capture_output=True, text=True, timeout=300, check=True)
+        return last_json(out.stdout)
+    finally:
+        pong.kill()
+        pong.wait()
+
+
+def one_way(raw: bool, count: int, size: int) -> dict:
+    g = f"239.255.77.1:{free_port()}"
+    common = ["--group", g, *IFACE, "--json"] + (["--raw"] if raw else [])
+    sub = subprocess.Popen([BIN, "sub", *common, "--count", str(count), "--idle", "spin",
+                            "--idle-timeout", "3"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.3)
+        subprocess.run([BIN, "pub", *common, "--count", str(count), "--size", str(size),
+                        "--linger", "0.5"], capture_output=True, text=True, timeout=300)
+        out, _ = sub.communicate(timeout=60)
+        return last_json(out)
+    finally:
+        sub.kill()
+
+
+def med(rows: list[dict], k: str) -> float:
+    vals = [r[k] for r in rows if r.get(k) is not None]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="small counts (a smoke test)")
+    a = ap.parse_args()
+    q = a.quick
+    n_ping, n_32, n_1k, n_low = (3000, 200_000, 50_000, 500) if q else (50_000, 5_000_000, 1_000_000, 5000)
+
+    print(f"# nakcast performance targets ({a.rounds} interleaved rounds each)\n")
+    # 1. Round trip.
+    pings = {False: [], True: []}
+    for _ in range(a.rounds):
+        for raw in (False, True):
+            pings[raw].append(ping(raw, n_ping))
+    print("## 1. Round trip, 32 B, busy-poll (µs, medians)\n")
+    print("| | nakcast | raw | ratio |\n|---|---:|---:|---:|")
+    for k in ["p50_us", "p90_us", "p99_us", "p999_us", "mean_us"]:
+        p, w = med(pings[False], k), med(pings[True], k)
+        print(f"| {k[:-3]} | {p:.2f} | {w:.2f} | {p / w:.2f} |")
+    rtt = med(pings[False], "p50_us")
+
+    # 2. One-way message rate.
+    rates = {"32": [], "1k": [], "1k_raw": []}
+    for _ in range(a.rounds):
+        rates["32"].append(one_way(False, n_32, 32))
+        rates["1k"].append(one_way(False, n_1k, 1024))
+        rates["1k_raw"].append(one_way(True, n_1k, 1024))
+    print("\n## 2. One-way rate, pub process -> sub process (medians; lost must be 0)\n")
+    print("| run | msgs/s | MB/s | lost (max over runs) |\n|---|---:|---:|---:|")
+    for k, label in [("32", "nakcast 32 B"), ("1k", "nakcast 1 KiB"), ("1k_raw", "raw UDP 1 KiB")]:
+        rows = rates[k]
+        print(f"| {label} | {med(rows, 'msgs_per_s'):,.0f} | {med(rows, 'mb_per_s'):.1f} | "
+              f"{max(r['lost'] for r in rows)} |")
+    ratios = [p["mb_per_s"] / w["mb_per_s"] for p, w in zip(rates["1k"], rates["1k_raw"])]
+    print(f"\n1 KiB bytes/s ratio nakcast/raw per pair: {', '.join(f'{x:.2f}' for x in ratios)}"
+          f" (median {statistics.median(ratios):.2f})")
+
+    # 3. Repair latency.
+    reps = []
+    for _ in range(a.rounds):
+        out = subprocess.run([BIN, "bench", "--loss", "5", "--rate", "100000", "--count",
+                              str(50_000 if q else 300_000), "--subscribers", "1", "--json"],
+                             capture_output=True, text=True, timeout=300)
+        reps.append(last_json(out.stdout))
+    print("\n## 3. Repair latency, 5% injected loss, 100k msg/s, 1 subscriber (µs, medians)\n")
+    print("| repair p50 | repair p99 | repair max | samples | lost | ping RTT p50 |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    print(f"| {med(reps, 'repair_p50_us'):.1f} | {med(reps, 'repair_p99_us'):.1f} | "
+          f"{med(reps, 'repair_max_us'):.1f} | {med(reps, 'repair_samples'):.0f} | "
+          f"{max(r['lost'] for r in reps)} | {rtt:.2f} |")
+
+    # 4. Low rate, every idle strategy.
+    print("\n## 4. `ping --rate 1000` by idle strategy (both ends), vs full speed (µs)\n")
+    full_p99 = med(pings[False], "p99_us")
+    print(f"Full-speed busy-poll p99 (target 1): {full_p99:.2f}\n")
+    print("| idle | p50 | p90 | p99 | p99 / full-speed p99 |\n|---|---:|---:|---:|---:|")
+    for raw, idle in [(True, "spin"), (False, "spin"), (False, "yield"), (False, "backoff"),
+                      (False, "block")]:
+        rows = [ping(raw, n_low, idle, 1000) for _ in range(max(1, a.rounds // 2))]
+        p99 = med(rows, "p99_us")
+        label = f"{idle} (raw UDP)" if raw else idle
+        print(f"| {label} | {med(rows, 'p50_us'):.2f} | {med(rows, 'p90_us'):.2f} | {p99:.2f} | "
+              f"{p99 / full_p99:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
