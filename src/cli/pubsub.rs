@@ -58,9 +58,12 @@ pub fn check_payload(buf: &[u8]) -> Option<u64> {
     # 100k messages of 64 B at 50k msg/s on loopback, then serve NAKs for 2 s:\n  \
     nakcast pub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 100000 --rate 50000\n  \
     # publish lines typed or piped in:\n  \
-    tail -f app.log | nakcast pub --group 239.255.0.1:40456 --interface 127.0.0.1 --stdin\n\n\
+    tail -f app.log | nakcast pub --group 239.255.0.1:40456 --interface 127.0.0.1 --stdin\n  \
+    # throughput vs the bare socket: run each with `sub --idle spin` (and --raw for the second)\n  \
+    nakcast pub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 5000000 --size 32\n  \
+    nakcast pub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 1000000 --size 1024 --raw\n\n\
     JSON (--json, last line of stdout): sent, bytes, naks_received, retransmitted, unavailable,\n\
-    elapsed_s, msgs_per_s.")]
+    elapsed_s, msgs_per_s (and raw: true with --raw).")]
 pub struct PubArgs {
     #[command(flatten)]
     channel: ChannelArgs,
@@ -101,9 +104,12 @@ pub struct PubArgs {
     # receive and check 100k messages, exit 0 only if all arrived intact:\n  \
     nakcast sub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 100000 --verify\n  \
     # print what `pub --stdin` sends, starting from the oldest message it still retains:\n  \
-    nakcast sub --group 239.255.0.1:40456 --interface 127.0.0.1 --from-oldest --print\n\n\
+    nakcast sub --group 239.255.0.1:40456 --interface 127.0.0.1 --from-oldest --print\n  \
+    # the highest rate: busy-poll one core\n  \
+    nakcast sub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 5000000 --idle spin --json\n\n\
     JSON (--json, last line of stdout): delivered, lost, duplicates, out_of_order, corrupt,\n\
-    naks_sent, recovered, elapsed_s, msgs_per_s, sessions.\n\
+    naks_sent, recovered, repair_p50_us, repair_p99_us (gap detected to delivered in order;\n\
+    null without repairs), elapsed_s, msgs_per_s, mb_per_s, sessions.\n\
     Exit status: 0 when --count messages were delivered (when given), verified (with --verify)\n\
     and none lost; 1 otherwise; 2 for usage or set-up errors.")]
 pub struct SubArgs {
