@@ -62,6 +62,22 @@ impl RetransmitRing {
             // An opaque value: the store cannot be proven redundant and removed.
             self.buf[i] = std::hint::black_box(0);
         }
+        // The frame index too (64k entries by default, megabytes): fill its capacity with
+        // placeholders, then drop them.
+        if self.entries.is_empty() {
+            let filler = RingEntry {
+                first_seq: 0,
+                end_seq: 0,
+                offset: 0,
+                len: 0,
+                last_repair: None,
+                repair_queued: false,
+            };
+            for _ in 0..self.entries.capacity() {
+                self.entries.push_back(std::hint::black_box(filler));
+            }
+            self.entries.clear();
+        }
     }
 
     /// Oldest sequence number still retained (equal to the next one when empty).
@@ -177,6 +193,19 @@ mod tests {
         let b = r.reserve(100);
         b[..8].copy_from_slice(&first.to_le_bytes());
         r.commit(first, first + n, len);
+    }
+
+    #[test]
+    fn prefault_leaves_the_ring_empty_and_usable() {
+        let mut r = RetransmitRing::new(1 << 16, 64, 1_000_000, 5);
+        let cap = r.entries.capacity();
+        r.prefault();
+        assert!(r.is_empty());
+        assert_eq!(r.oldest_seq(), 5);
+        assert_eq!(r.entries.capacity(), cap, "no reallocation");
+        put(&mut r, 5, 3, 50);
+        assert_eq!(r.find(6), Some(0));
+        assert_eq!(r.find(4), None);
     }
 
     #[test]
