@@ -609,6 +609,32 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any change to a sealed frame, CRC fixed up, truncated or extended, is refused
+        /// without a panic; only the untouched frame opens.
+        #[test]
+        fn tampered_frames_never_open(
+            edits in proptest::collection::vec((0usize..200, 1u8..=255), 1..4),
+            cut in 0usize..30,
+            extra in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4),
+        ) {
+            let k = ring(1, K1);
+            let mut buf = [0u8; 256];
+            let len = data(&mut buf);
+            let sealed = k.seal(&mut buf, len).unwrap();
+            let mut m = buf[..sealed].to_vec();
+            for (at, x) in edits {
+                let at = 4 + at % (sealed - 4);
+                m[at] ^= x;
+            }
+            m.truncate(sealed - cut.min(sealed - 4));
+            m.extend_from_slice(&extra);
+            wire::finish_frame(&mut m);
+            let changed = m[4..] != buf[4..sealed];
+            proptest::prop_assert_eq!(k.open(&m).is_ok(), !changed);
+        }
+    }
+
     #[test]
     fn secrets_parse_from_hex_and_never_print() {
         let hex = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
