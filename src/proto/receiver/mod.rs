@@ -270,6 +270,10 @@ pub struct ReceiverStats {
     pub ignored_frames: u64,
     /// Frames from new sources refused because `max_sources` were tracked.
     pub sources_rejected: u64,
+    /// With authentication required: frames from a new source address carrying a stream
+    /// and session already followed from another address, dropped. Source addresses are
+    /// not authenticated, so these are authentic frames replayed by another host.
+    pub duplicate_sessions: u64,
     /// Frames of a session that its source already replaced (or, with authentication
     /// required, of a session older than the one followed).
     pub stale_session: u64,
@@ -521,6 +525,17 @@ impl Receiver {
                 return;
             }
             None => {
+                if self.keyring.is_required()
+                    && self
+                        .sources
+                        .iter()
+                        .any(|s| s.id.stream == header.stream && s.session == header.session)
+                {
+                    // One publisher sends from one address: an authentic frame of a
+                    // session followed elsewhere was replayed by another host.
+                    ctx.stats.duplicate_sessions += 1;
+                    return;
+                }
                 if self.sources.len() == self.cfg.max_sources {
                     // Only a closed tombstone may make room; live publishers are never
                     // pushed out by newcomers.

@@ -1131,3 +1131,33 @@ fn sealed_naks_fit_nak_max_len() {
     };
     assert_eq!(list.len(), MAX_RANGES);
 }
+
+#[test]
+fn authentic_frames_replayed_from_another_address_are_dropped() {
+    let mut h = auth_harness();
+    let f0 = h.publish(b"a");
+    h.deliver(&f0[0]);
+    h.take();
+    let elsewhere: SocketAddr = "10.0.0.66:5000".parse().unwrap();
+    let events = &mut h.events;
+    h.receiver
+        .handle_datagram(h.now, elsewhere, &f0[0], &mut |e| events.push(own(e)));
+    assert!(h.take().is_empty(), "the replay is not another publisher");
+    assert_eq!(h.receiver.stats().duplicate_sessions, 1);
+    assert_eq!(h.receiver.source_count(), 1);
+    // Without authentication, another address is another publisher.
+    let mut r = Receiver::new(ReceiverConfig::default(), 1);
+    r.handle_datagram(
+        h.now,
+        pub_addr(),
+        &frame_from(5, Default::default(), b"x"),
+        &mut |_| {},
+    );
+    r.handle_datagram(
+        h.now,
+        elsewhere,
+        &frame_from(5, Default::default(), b"x"),
+        &mut |_| {},
+    );
+    assert_eq!(r.source_count(), 2);
+}
