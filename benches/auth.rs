@@ -16,9 +16,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use nakcast::proto::auth::{AUTH_TRAILER_LEN, AuthConfig, Keyring};
 use nakcast::proto::wire::{DataFrameWriter, FRAG_BEGIN, FRAG_END, Frame, finish_frame};
+use sha2::Sha256;
 
 /// A one-fragment DATA frame of exactly `len` bytes; returns its length.
 fn encode(buf: &mut [u8], len: usize) -> usize {

@@ -220,3 +220,34 @@ fn authenticated_stream_is_delivered_and_every_forged_frame_is_counted_and_dropp
     // lossy subscriber's genuine NAKs asked for, a handful per NAK.
     assert!(ps.retransmits <= ps.naks_received * 8, "{ps:?}");
 }
+
+/// The configuration file form docs/SECURITY.md shows.
+#[test]
+fn options_files_configure_authentication() {
+    let text = r#"
+        [channel]
+        endpoint = "239.255.172.1:40456"
+
+        [protocol.auth]
+        key = { id = 2, secret = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f" }
+        accept = [{ id = 1, secret = "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff" }]
+    "#;
+    let o: SubscriberOptions = toml::from_str(text).unwrap();
+    let auth = &o.protocol.auth;
+    assert!(auth.is_required());
+    assert_eq!(auth.key.as_ref().unwrap().id, 2);
+    assert_eq!(auth.key.as_ref().unwrap().secret.0[31], 0x1f);
+    assert_eq!(auth.accept[0].id, 1);
+    let p: PublisherOptions = toml::from_str(text).unwrap();
+    assert_eq!(&p.protocol.auth, auth);
+    // Without the table, authentication is off; a malformed secret is an error.
+    let plain: PublisherOptions =
+        toml::from_str("[channel]\nendpoint = \"239.255.172.1:1\"\n").unwrap();
+    assert!(!plain.protocol.auth.is_on());
+    assert!(
+        toml::from_str::<PublisherOptions>(
+            "[channel]\nendpoint = \"239.255.172.1:1\"\n[protocol.auth]\nkey = { id = 1, secret = \"abc\" }\n"
+        )
+        .is_err()
+    );
+}

@@ -598,6 +598,32 @@ mod tests {
         }
     }
 
+    /// docs/PROTOCOL.md's worked example (§2.8), sealed with key id 1 and the secret
+    /// 00 01 02 … 1f: the bytes docs/PROTOCOL.md §2.9 shows.
+    #[test]
+    fn sealed_fixture_bytes() {
+        let mut secret = [0u8; 32];
+        for (i, b) in secret.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let mut buf = [0u8; 64];
+        let mut w = DataFrameWriter::begin(&mut buf, 7, 0x1122_3344_5566_7788, 5).unwrap();
+        w.push(&mut buf, FRAG_BEGIN | FRAG_END, b"hi").unwrap();
+        let len = w.finish(&mut buf);
+        assert_eq!(len, 42);
+        let k = ring(1, secret);
+        let sealed = k.seal(&mut buf, len).unwrap();
+        let hex: String = buf[..sealed].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, FIXTURE_HEX);
+        let mac = blake3::keyed_hash(
+            &blake3::derive_key("nakcast 2026-11 frame MAC v1", &secret),
+            &buf[4..46],
+        );
+        assert_eq!(&buf[46..62], &mac.as_bytes()[..16]);
+    }
+
+    const FIXTURE_HEX: &str = "df84a3b7010102000700000000000000887766554433221105000000000000000100000002000300686901000000de1cd18e9f1ddb4d26405d3c10b31158";
+
     #[test]
     fn seal_checks_the_buffer() {
         let k = ring(1, K1);
