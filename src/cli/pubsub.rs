@@ -776,14 +776,15 @@ pub fn run_sub(a: SubArgs) -> Result<(), CliError> {
             s.recovered,
             s.naks_sent,
             sessions.len(),
-            auth_note(s.auth_failures),
             if a.verify {
                 format!(
                     "; verify: corrupt {corrupt}, duplicates {duplicates}, out of order {out_of_order}"
                 )
             } else {
                 String::new()
-            }
+            },
+            // Last, so the summary's established prefix (parsed by tests/lab) is unchanged.
+            auth_note(s.auth_failures),
         );
     }
     let mut problems = Vec::new();
