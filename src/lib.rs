@@ -29,3 +29,8 @@ pub use transport::{
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// docs/SECURITY.md's configuration example, compiled as a doctest.
+#[doc = include_str!("../docs/SECURITY.md")]
+#[cfg(doctest)]
+pub struct SecurityDoctests;

@@ -1,11 +1,13 @@
 //! Steady-state publish and receive allocate nothing: a counting global allocator watches
-//! `offer` + `poll` on both sides over real loopback multicast sockets.
+//! `offer` + `poll` on both sides over real loopback multicast sockets, without and with
+//! authenticated frames (sealing and checking MACs must not allocate either).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use nakcast::proto::AuthConfig;
 use nakcast::{
     Channel, Event, Interface, Publisher, PublisherOptions, Subscriber, SubscriberOptions,
 };
@@ -44,6 +46,13 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn offer_and_poll_allocate_nothing_in_steady_state() {
+    // One after the other: the allocation counter is global.
+    run(AuthConfig::default());
+    run(AuthConfig::with_key(1, [0x33; 32]));
+}
+
+fn run(auth: AuthConfig) {
+    ALLOCS.store(0, Ordering::SeqCst);
     let port = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -51,8 +60,12 @@ fn offer_and_poll_allocate_nothing_in_steady_state() {
         .port();
     let ch = Channel::new(format!("239.255.200.9:{port}").parse().unwrap())
         .with_interface(Interface::Addr("127.0.0.1".parse().unwrap()));
-    let mut sub = Subscriber::new(SubscriberOptions::new(ch.clone())).unwrap();
-    let mut publisher = Publisher::new(PublisherOptions::new(ch)).unwrap();
+    let mut sub_opts = SubscriberOptions::new(ch.clone());
+    sub_opts.protocol.auth = auth.clone();
+    let mut sub = Subscriber::new(sub_opts).unwrap();
+    let mut pub_opts = PublisherOptions::new(ch);
+    pub_opts.protocol.auth = auth.clone();
+    let mut publisher = Publisher::new(pub_opts).unwrap();
     let msg = [7u8; 64];
     let big = [9u8; 5000];
     let mut received = 0u64;
@@ -116,7 +129,11 @@ fn offer_and_poll_allocate_nothing_in_steady_state() {
     drop(std::hint::black_box(vec![1u8; 16]));
     assert_eq!(ALLOCS.load(Ordering::SeqCst), allocs + 1);
     COUNTING.store(false, Ordering::SeqCst);
-    println!("{allocs} allocations over 40,000 messages ({received} received)");
+    println!(
+        "auth {}: {allocs} allocations over 40,000 messages ({received} received)",
+        auth.is_on()
+    );
     assert_eq!(received, 22_000 + 2_000 + 20_000);
     assert_eq!(allocs, 0, "steady-state offer + poll allocated");
+    assert_eq!(sub.stats().auth_failures, 0);
 }

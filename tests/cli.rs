@@ -415,3 +415,66 @@ fn every_subcommand_has_help_with_an_example() {
         assert!(text.contains("nakcast "), "{sub} --help: {text}");
     }
 }
+
+#[test]
+fn authenticated_pub_sub_and_a_subscriber_with_the_wrong_key() {
+    let _g = serial();
+    let g = group(21);
+    let key = "7f".repeat(32);
+    let wrong = "80".repeat(32);
+    let key_file = std::env::temp_dir().join(format!("nakcast-cli-key-{}", std::process::id()));
+    std::fs::write(&key_file, format!("# test key\n5 {key}\n")).unwrap();
+    let key_file_s = key_file.to_str().unwrap();
+    let common = ["--group", &g, "--interface", "127.0.0.1"];
+    let sub = |auth: &[&str], idle: &str| {
+        let mut args = vec!["sub"];
+        args.extend(common);
+        args.extend(auth);
+        args.extend([
+            "--count",
+            "2000",
+            "--verify",
+            "--idle-timeout",
+            idle,
+            "--json",
+        ]);
+        Proc::spawn(&args)
+    };
+    let good = sub(&["--key-file", key_file_s], "10");
+    let bad = sub(&["--key", &wrong, "--key-id", "5"], "3");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut pub_args = vec!["pub"];
+    pub_args.extend(common);
+    pub_args.extend(["--key-file", key_file_s, "--key-id", "5"]);
+    pub_args.extend([
+        "--count", "2000", "--rate", "20000", "--linger", "0.5", "--json",
+    ]);
+    let p = run(&pub_args, Duration::from_secs(20));
+    std::fs::remove_file(&key_file).unwrap();
+    assert!(p.status.success(), "pub: {}", describe(&p));
+    assert_eq!(u(&last_json(&p), "auth_failures"), 0);
+
+    let out = good.wait(Duration::from_secs(20));
+    assert!(out.status.success(), "sub: {}", describe(&out));
+    let j = last_json(&out);
+    assert_eq!(u(&j, "delivered"), 2000, "{j}");
+    assert_eq!(u(&j, "auth_failures"), 0, "{j}");
+
+    let out = bad.wait(Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1), "wrong key: {}", describe(&out));
+    let j = last_json(&out);
+    assert_eq!(u(&j, "delivered"), 0, "{j}");
+    assert!(u(&j, "auth_failures") >= 1000, "{j}");
+
+    // A key makes no sense for plain UDP, and a malformed key is a usage error.
+    let raw = run(
+        &["ping", "--group", &g, "--raw", "--key", &key],
+        Duration::from_secs(10),
+    );
+    assert_eq!(raw.status.code(), Some(2), "{}", describe(&raw));
+    let short = run(
+        &["sub", "--group", &g, "--key", "abcd"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(short.status.code(), Some(2), "{}", describe(&short));
+}

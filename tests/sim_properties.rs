@@ -1,12 +1,16 @@
 //! The protocol core over thousands of simulated lossy networks.
 //!
 //! `NAKCAST_SIM_SEEDS=N` runs N seeds instead of the default (long soak runs);
-//! `NAKCAST_SIM_SEED=S` runs only seed S (to reproduce a failure).
+//! `NAKCAST_SIM_SEED=S` runs only seed S (to reproduce a failure). The same scenarios run
+//! with authenticated frames on (`scenario(seed, true)`) over fewer seeds by default
+//! (`NAKCAST_SIM_AUTH_SEEDS=N` for more).
 
 use std::time::Duration;
 
 use nakcast::OwnedEvent;
-use nakcast::proto::{JoinPolicy, LossReason, PublisherConfig, ReceiverConfig};
+use nakcast::proto::{
+    AuthConfig, AuthKey, JoinPolicy, LossReason, PublisherConfig, ReceiverConfig,
+};
 use nakcast::sim::{GilbertElliott, LinkConfig, Sim, SimConfig, Workload};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -44,8 +48,35 @@ fn random_link(rng: &mut SmallRng, max_loss: f64) -> LinkConfig {
     }
 }
 
-/// A random scenario for `seed`; `big_ring` makes the ring larger than the whole run.
-pub fn scenario(seed: u64) -> (SimConfig, bool) {
+/// Authentication for `seed`'s publishers and receivers: one shared key, or (in half the
+/// seeds) a rotation caught half-way, publishers sealing with the old key and receivers
+/// with the new one, each accepting the other's.
+fn auth_pair(rng: &mut SmallRng) -> (AuthConfig, AuthConfig) {
+    let old = AuthKey::new(rng.random(), rng.random());
+    if rng.random_bool(0.5) {
+        let cfg = AuthConfig {
+            key: Some(old),
+            ..AuthConfig::default()
+        };
+        return (cfg.clone(), cfg);
+    }
+    let new = AuthKey::new(old.id.wrapping_add(1), rng.random());
+    let publisher = AuthConfig {
+        key: Some(old.clone()),
+        accept: vec![new.clone()],
+        ..AuthConfig::default()
+    };
+    let receiver = AuthConfig {
+        key: Some(new),
+        accept: vec![old],
+        ..AuthConfig::default()
+    };
+    (publisher, receiver)
+}
+
+/// A random scenario for `seed`, with authenticated frames if `auth`; `big_ring` makes the
+/// ring larger than the whole run.
+pub fn scenario(seed: u64, auth: bool) -> (SimConfig, bool) {
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x5EED);
     let big_ring = rng.random_bool(0.5);
     let publishers = rng.random_range(1..=3);
@@ -75,7 +106,14 @@ pub fn scenario(seed: u64) -> (SimConfig, bool) {
             }
         })
         .collect();
+    // Drawn after everything else, so that `auth` changes nothing else about the scenario.
+    let (pub_auth, recv_auth) = if auth {
+        auth_pair(&mut SmallRng::seed_from_u64(seed ^ 0xA07))
+    } else {
+        Default::default()
+    };
     let publisher = PublisherConfig {
+        auth: pub_auth,
         mtu: rng.random_range(300..1472),
         ring_bytes: if big_ring {
             1 << 22
@@ -105,6 +143,7 @@ pub fn scenario(seed: u64) -> (SimConfig, bool) {
             JoinPolicy::FromOldest
         },
         reorder_window: if rng.random_bool(0.2) { 16 } else { 4096 },
+        auth: recv_auth,
         ..patient_receiver()
     };
     let cfg = SimConfig {
@@ -121,11 +160,11 @@ pub fn scenario(seed: u64) -> (SimConfig, bool) {
     (cfg, big_ring)
 }
 
-fn seeds() -> Vec<u64> {
+fn seeds(var: &str, default: u64) -> Vec<u64> {
     if let Ok(s) = std::env::var("NAKCAST_SIM_SEED") {
         return vec![s.parse().expect("NAKCAST_SIM_SEED is a number")];
     }
-    let n = std::env::var("NAKCAST_SIM_SEEDS").map_or(1000, |s| s.parse().expect("a number"));
+    let n = std::env::var(var).map_or(default, |s| s.parse().expect("a number"));
     (0..n).collect()
 }
 
@@ -148,18 +187,33 @@ fn clean_network_delivers_everything() {
 
 #[test]
 fn random_networks_deliver_published_minus_reported_loss() {
+    check_scenarios(&seeds("NAKCAST_SIM_SEEDS", 1000), false);
+}
+
+/// The same property with every frame sealed and verified: the trailer's room per frame,
+/// sealed NAKs and repairs, growing session ids across restarts, and key rotation.
+#[test]
+fn random_networks_with_authentication_deliver_published_minus_reported_loss() {
+    check_scenarios(&seeds("NAKCAST_SIM_AUTH_SEEDS", 300), true);
+}
+
+fn check_scenarios(seeds: &[u64], auth: bool) {
     let mut total_lost = 0u64;
     let mut total_recovered = 0u64;
     let mut total_msgs = 0u64;
-    for seed in seeds() {
-        let (cfg, big_ring) = scenario(seed);
+    for &seed in seeds {
+        let (cfg, big_ring) = scenario(seed, auth);
         let mut sim = Sim::new(cfg.clone());
         sim.run();
         if let Err(e) = sim.check() {
             panic!("seed {seed}: {e}\nconfig: {cfg:#?}");
         }
+        for i in 0..cfg.workloads.len() {
+            assert_eq!(sim.publisher_auth_failures(i), 0, "seed {seed}");
+        }
         for j in 0..sim.receiver_count() {
             let s = sim.receiver(j).stats();
+            assert_eq!(s.auth_failures, 0, "seed {seed}: {s:?}");
             total_lost += s.lost_fragments;
             total_recovered += s.recovered;
             total_msgs += s.messages;
@@ -183,8 +237,9 @@ fn random_networks_deliver_published_minus_reported_loss() {
         }
     }
     println!(
-        "delivered {total_msgs} messages, recovered {total_recovered} fragments, {total_lost} reported lost"
+        "auth {auth}: delivered {total_msgs} messages, recovered {total_recovered} fragments, {total_lost} reported lost"
     );
+    assert!(total_msgs > 0);
 }
 
 /// The checker itself must catch each kind of violation, or the property test proves

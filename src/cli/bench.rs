@@ -74,6 +74,8 @@ pub struct BenchArgs {
     /// Print one JSON object on the last line of stdout (after the table).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    auth: super::auth::AuthArgs,
 }
 
 /// What the subscriber thread learnt about one subscriber.
@@ -150,16 +152,19 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
         ))
     };
 
+    let auth = a.auth.config()?;
     let mut subs = Vec::with_capacity(k);
     for _ in 0..k {
         let mut opts = SubscriberOptions::new(ch.clone());
+        opts.protocol.auth = auth.clone();
         opts.protocol.join = JoinPolicy::FromOldest;
         opts.protocol.group_size_hint = a.subscribers as u32;
         opts.inject_loss = a.loss / 100.0;
         subs.push(Subscriber::new(opts).map_err(|e| setup_hint(&e))?);
     }
-    let publisher =
-        Publisher::new(PublisherOptions::new(ch.clone())).map_err(|e| setup_hint(&e))?;
+    let mut pub_opts = PublisherOptions::new(ch.clone());
+    pub_opts.protocol.auth = auth.clone();
+    let publisher = Publisher::new(pub_opts).map_err(|e| setup_hint(&e))?;
 
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
@@ -435,6 +440,7 @@ fn report(a: &BenchArgs, group: SocketAddr, p: &PubResult, s: &SubResult) -> Res
     let injected: u64 = s.injected.iter().sum();
     let recovered = sum(|x| x.recovered);
     let naks_sent = sum(|x| x.naks_sent);
+    let auth_failures = sum(|x| x.auth_failures) + p.stats.auth_failures;
     let gaps = sum(|x| x.gaps);
     let elapsed = s
         .last_delivery
@@ -483,6 +489,10 @@ fn report(a: &BenchArgs, group: SocketAddr, p: &PubResult, s: &SubResult) -> Res
             repair.samples
         );
     }
+    let auth_on = a.auth.key.is_some() || a.auth.key_file.is_some();
+    if auth_on {
+        println!("  auth         every frame MACed; {auth_failures} failed authentication");
+    }
     if a.json {
         print_json(&json!({
             "subscribers": k,
@@ -519,6 +529,8 @@ fn report(a: &BenchArgs, group: SocketAddr, p: &PubResult, s: &SubResult) -> Res
             "unavailable": p.stats.unavailable_sent,
             "data_frames": p.stats.data_frames,
             "send_errors": p.send_errors,
+            "auth": auth_on,
+            "auth_failures": auth_failures,
         }));
     }
     if let Some(e) = &s.error {

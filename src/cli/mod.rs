@@ -5,6 +5,7 @@
 //! error. Exit status: 0 success, 1 incomplete or unverified delivery, 2 usage or set-up
 //! error (with a message that says what to fix).
 
+mod auth;
 mod bench;
 mod doctor;
 mod ping;

@@ -18,6 +18,7 @@ use nakcast::transport::{RecvBatch, open_multicast_receiver, open_sender};
 use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
 use serde_json::json;
 
+use super::auth::AuthArgs;
 use super::{
     ChannelArgs, CliError, IdleArg, Percentiles, channel, new_histogram, parse_rate, parse_secs,
     print_json, r3, write_hgrm,
@@ -44,6 +45,8 @@ pub struct PingChannel {
     /// backoff (spin, yield, then sleep up to 1 ms) or block (epoll).
     #[arg(long, value_enum, default_value = "spin")]
     idle: IdleArg,
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 impl PingChannel {
@@ -53,6 +56,17 @@ impl PingChannel {
             a.set_port(a.port().wrapping_add(1));
             a
         })
+    }
+
+    /// The authentication settings; none make sense with --raw.
+    fn auth(&self) -> Result<nakcast::proto::AuthConfig, CliError> {
+        let cfg = self.auth.config()?;
+        if self.raw && cfg.is_on() {
+            return Err(CliError::Usage(
+                "--raw sends plain UDP: it cannot authenticate (drop --key/--key-file)".into(),
+            ));
+        }
+        Ok(cfg)
     }
 
     fn socket_config(&self) -> SocketConfig {
@@ -75,7 +89,7 @@ impl PingChannel {
     # fixed rate: 10k round trips/s, latency counted from each intended send time\n  \
     nakcast ping --group 239.255.0.1:40456 --interface 127.0.0.1 --rate 10000\n\n\
     JSON (--json, last line of stdout): count, p50_us, p90_us, p99_us, p999_us, max_us,\n\
-    mean_us, raw, timeouts, size, warmup, rate.\n\
+    mean_us, raw, timeouts, size, warmup, rate, auth.\n\
     Both ends busy-poll one core each.")]
 pub struct PingArgs {
     #[command(flatten)]
@@ -180,10 +194,18 @@ struct ProtoLink {
 }
 
 impl ProtoLink {
-    fn open(out: nakcast::Channel, inp: nakcast::Channel) -> Result<Self, CliError> {
+    fn open(
+        out: nakcast::Channel,
+        inp: nakcast::Channel,
+        auth: nakcast::proto::AuthConfig,
+    ) -> Result<Self, CliError> {
+        let mut sub = SubscriberOptions::new(inp);
+        sub.protocol.auth = auth.clone();
+        let mut publisher = PublisherOptions::new(out);
+        publisher.protocol.auth = auth;
         Ok(Self {
-            subscriber: Subscriber::new(SubscriberOptions::new(inp))?,
-            publisher: Publisher::new(PublisherOptions::new(out))?,
+            subscriber: Subscriber::new(sub)?,
+            publisher: Publisher::new(publisher)?,
         })
     }
 }
@@ -360,6 +382,7 @@ impl Link for RawLink {
 /// Run `nakcast ping`.
 pub fn run_ping(a: PingArgs) -> Result<(), CliError> {
     let l = &a.link;
+    let auth = l.auth()?;
     if l.raw {
         let mut link = RawLink::open(l.channel.group, l.reply(), &l.socket_config())?;
         ping(&a, &mut link)
@@ -367,7 +390,7 @@ pub fn run_ping(a: PingArgs) -> Result<(), CliError> {
         let c = &l.channel;
         let out = channel(c.group, &c.interface, c.stream);
         let inp = channel(l.reply(), &c.interface, c.stream.wrapping_add(1));
-        let mut link = ProtoLink::open(out, inp)?;
+        let mut link = ProtoLink::open(out, inp, auth)?;
         ping(&a, &mut link)
     }
 }
@@ -375,6 +398,7 @@ pub fn run_ping(a: PingArgs) -> Result<(), CliError> {
 /// Run `nakcast pong`.
 pub fn run_pong(a: PongArgs) -> Result<(), CliError> {
     let l = &a.link;
+    let auth = l.auth()?;
     if l.raw {
         let mut link = RawLink::open(l.reply(), l.channel.group, &l.socket_config())?;
         pong(&a, &mut link)
@@ -382,7 +406,7 @@ pub fn run_pong(a: PongArgs) -> Result<(), CliError> {
         let c = &l.channel;
         let inp = channel(c.group, &c.interface, c.stream);
         let out = channel(l.reply(), &c.interface, c.stream.wrapping_add(1));
-        let mut link = ProtoLink::open(out, inp)?;
+        let mut link = ProtoLink::open(out, inp, auth)?;
         pong(&a, &mut link)
     }
 }
@@ -534,6 +558,7 @@ fn ping<L: Link>(a: &PingArgs, link: &mut L) -> Result<(), CliError> {
             "warmup": a.warmup,
             "rate": a.rate,
             "elapsed_s": r3(elapsed),
+            "auth": a.link.auth.config()?.is_on(),
         }));
     }
     if timeouts > 0 || p.count < a.count {

@@ -18,6 +18,7 @@ use nakcast::{
 };
 use serde_json::json;
 
+use super::auth::AuthArgs;
 use super::{
     ChannelArgs, CliError, IdleArg, RepairPercentiles, StatusLine, parse_rate, parse_secs,
     print_json, r3,
@@ -63,10 +64,12 @@ pub fn check_payload(buf: &[u8]) -> Option<u64> {
     nakcast pub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 5000000 --size 32\n  \
     nakcast pub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 1000000 --size 1024 --raw\n\n\
     JSON (--json, last line of stdout): sent, bytes, naks_received, retransmitted, unavailable,\n\
-    elapsed_s, msgs_per_s (and raw: true with --raw).")]
+    elapsed_s, msgs_per_s, auth_failures (and raw: true with --raw).")]
 pub struct PubArgs {
     #[command(flatten)]
     channel: ChannelArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
     /// Messages to publish (unlimited until Ctrl-C when omitted).
     #[arg(long)]
     count: Option<u64>,
@@ -109,12 +112,14 @@ pub struct PubArgs {
     nakcast sub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 5000000 --idle spin --json\n\n\
     JSON (--json, last line of stdout): delivered, lost, duplicates, out_of_order, corrupt,\n\
     naks_sent, recovered, repair_p50_us, repair_p99_us (gap detected to delivered in order;\n\
-    null without repairs), elapsed_s, msgs_per_s, mb_per_s, sessions.\n\
+    null without repairs), elapsed_s, msgs_per_s, mb_per_s, sessions, auth_failures.\n\
     Exit status: 0 when --count messages were delivered (when given), verified (with --verify)\n\
     and none lost; 1 otherwise; 2 for usage or set-up errors.")]
 pub struct SubArgs {
     #[command(flatten)]
     channel: ChannelArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
     /// Stop after this many messages.
     #[arg(long)]
     count: Option<u64>,
@@ -150,10 +155,12 @@ pub struct SubArgs {
 pub fn run_pub(a: PubArgs) -> Result<(), CliError> {
     super::catch_interrupts();
     if a.raw {
+        refuse_key_with_raw(&a.auth)?;
         return run_pub_raw(&a);
     }
     let mut opts = PublisherOptions::new(a.channel.channel());
     opts.socket.source_port = a.source_port;
+    opts.protocol.auth = a.auth.config()?;
     let mut publisher = Publisher::new(opts)?;
     let mut status = StatusLine::new(!a.json);
     let start = Instant::now();
@@ -214,14 +221,18 @@ pub fn run_pub(a: PubArgs) -> Result<(), CliError> {
         "heartbeats": s.heartbeats,
         "send_errors": publisher.send_errors(),
         "session": format!("{:016x}", publisher.session()),
+        "auth_failures": s.auth_failures,
     });
     if a.json {
         print_json(&v);
     } else {
         eprintln!(
             "pub: sent {sent} messages ({bytes} bytes) in {elapsed:.3} s = {msgs_per_s:.0} msg/s; \
-             NAKs received {}, retransmitted {}, unavailable {}",
-            s.naks_received, s.retransmits, s.unavailable_sent
+             NAKs received {}, retransmitted {}, unavailable {}{}",
+            s.naks_received,
+            s.retransmits,
+            s.unavailable_sent,
+            auth_note(s.auth_failures)
         );
     }
     Ok(())
@@ -413,6 +424,25 @@ fn run_pub_raw(a: &PubArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `--raw` is plain UDP: there is no frame to authenticate.
+fn refuse_key_with_raw(auth: &AuthArgs) -> Result<(), CliError> {
+    if auth.config()?.is_on() {
+        return Err(CliError::Usage(
+            "--raw sends plain UDP: it cannot authenticate (drop --key/--key-file)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A note on frames dropped by authentication, if any.
+fn auth_note(failures: u64) -> String {
+    if failures == 0 {
+        String::new()
+    } else {
+        format!("; {failures} frames failed authentication (dropped)")
+    }
+}
+
 /// Offer `msg`, waiting out back-pressure by driving the publisher.
 fn offer_blocking(p: &mut Publisher, msg: &[u8], deferred: bool) -> Result<u64, CliError> {
     loop {
@@ -583,9 +613,11 @@ pub fn run_sub(a: SubArgs) -> Result<(), CliError> {
     }
     super::catch_interrupts();
     if a.raw {
+        refuse_key_with_raw(&a.auth)?;
         return run_sub_raw(&a);
     }
     let mut opts = SubscriberOptions::new(a.channel.channel());
+    opts.protocol.auth = a.auth.config()?;
     if a.from_oldest {
         opts.protocol.join = JoinPolicy::FromOldest;
     }
@@ -733,13 +765,14 @@ pub fn run_sub(a: SubArgs) -> Result<(), CliError> {
         "closed": closed,
         "verified": a.verify,
         "wall_s": r3(start.elapsed().as_secs_f64()),
+        "auth_failures": s.auth_failures,
     });
     if a.json {
         print_json(&v);
     } else {
         eprintln!(
             "sub: delivered {delivered} in {elapsed:.3} s = {msgs_per_s:.0} msg/s; lost {lost}, \
-             recovered {}, NAKs {}, sessions {}{}",
+             recovered {}, NAKs {}, sessions {}{}{}",
             s.recovered,
             s.naks_sent,
             sessions.len(),
@@ -749,7 +782,9 @@ pub fn run_sub(a: SubArgs) -> Result<(), CliError> {
                 )
             } else {
                 String::new()
-            }
+            },
+            // Last, so the summary's established prefix (parsed by tests/lab) is unchanged.
+            auth_note(s.auth_failures),
         );
     }
     let mut problems = Vec::new();

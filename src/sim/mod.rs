@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::proto::wire::Frame;
+use crate::proto::wire::{FLAG_RETRANSMIT, FrameType, Header};
 use crate::proto::{
     Destination, Event, OfferError, OwnedEvent, Publisher, PublisherConfig, Receiver,
     ReceiverConfig, SourceId,
@@ -177,6 +177,7 @@ pub struct Sim {
     /// NAK frames that reached a publisher, per publisher.
     pub naks_delivered: Vec<u64>,
     retransmits: Vec<u64>,
+    auth_failures: Vec<u64>,
 }
 
 /// How long a killed publisher takes to come back with a new session: longer than any
@@ -237,6 +238,7 @@ impl Sim {
             uplink_drops: vec![0; n],
             naks_delivered: vec![0; n],
             retransmits: vec![0; n],
+            auth_failures: vec![0; n],
             cfg,
         };
         for i in 0..n {
@@ -246,7 +248,16 @@ impl Sim {
     }
 
     fn start_session(&mut self, i: usize) {
-        let session = self.rng.random();
+        let mut session: u64 = self.rng.random();
+        let p = &self.publishers[i];
+        if self.cfg.publisher.auth.is_on() {
+            // Receivers that require authentication follow only newer sessions: make
+            // them grow, as `proto::session::session_id` does with the start time.
+            session >>= 8;
+            if let Some(prev) = p.sessions.last() {
+                session = prev.session + 1 + (session >> 32);
+            }
+        }
         let mut pcfg = self.cfg.publisher.clone();
         let p = &mut self.publishers[i];
         pcfg.stream = p.stream;
@@ -319,7 +330,9 @@ impl Sim {
                 let i = usize::MAX - f.to;
                 if let Some(core) = &mut self.publishers[i].core {
                     self.naks_delivered[i] += 1;
+                    let before = core.stats().auth_failures;
                     core.handle_datagram(now, f.from, &f.bytes);
+                    self.auth_failures[i] += core.stats().auth_failures - before;
                 }
             } else {
                 let r = &mut self.receivers[f.to];
@@ -369,8 +382,10 @@ impl Sim {
                 debug_assert_eq!(t.destination, Destination::Group);
                 let from = p.addr;
                 let frame = self.buf[..t.len].to_vec();
-                if let Ok(Frame::Data(d)) = Frame::parse(&frame) {
-                    self.retransmits[i] += u64::from(d.is_retransmit());
+                if let Ok(h) = Header::parse(&frame) {
+                    self.retransmits[i] += u64::from(
+                        h.frame_type == FrameType::Data && h.flags & FLAG_RETRANSMIT != 0,
+                    );
                 }
                 self.multicast(i, from, frame);
             }
@@ -516,6 +531,11 @@ impl Sim {
     /// Repairs publisher `i` sent, over all its sessions.
     pub fn publisher_retransmits(&self, i: usize) -> u64 {
         self.retransmits[i]
+    }
+
+    /// Frames publisher `i` dropped for failing authentication, over all its sessions.
+    pub fn publisher_auth_failures(&self, i: usize) -> u64 {
+        self.auth_failures[i]
     }
 
     /// Check the delivery invariant for every receiver and session.

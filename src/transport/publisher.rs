@@ -80,7 +80,8 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Open the sockets and start a new session (a random session id).
+    /// Open the sockets and start a new session (a random session id that grows with the
+    /// start time, [`crate::proto::session::session_id`]).
     pub fn new(opts: PublisherOptions) -> Result<Self, Error> {
         let mut socket_cfg = opts.socket.clone();
         socket_cfg.interface = opts.channel.interface.clone();
@@ -103,7 +104,11 @@ impl Publisher {
         }
         let mut cfg = opts.protocol.clone();
         cfg.stream = opts.channel.stream;
-        let mut core = Core::new(cfg, random_session(), Instant::now());
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let session = crate::proto::session::session_id(since_epoch, random_session());
+        let mut core = Core::new(cfg, session, Instant::now());
         core.prefault();
         for &d in &opts.destinations {
             core.add_destination(d);

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::proto::auth::AuthConfig;
 use crate::proto::wire::{self, DataFrameWriter};
 
 /// Publisher settings. Defaults are safe on a LAN; docs/PROTOCOL.md explains each.
@@ -60,6 +61,12 @@ pub struct PublisherConfig {
     /// below this (a third or less, so that two lost STATUS frames do not drop a receiver).
     /// Clamped to 1 ms ..= 1 day.
     pub destination_timeout: Duration,
+    /// Frame authentication (off by default): with a key, every frame sent carries a
+    /// 20-byte trailer (key id and MAC) inside `mtu`, and NAKs and STATUS frames without a
+    /// valid one are dropped and counted in
+    /// [`PublisherStats::auth_failures`](super::PublisherStats). Session ids must then grow
+    /// across restarts ([`crate::proto::session::session_id`]). See docs/SECURITY.md.
+    pub auth: AuthConfig,
 }
 
 impl Default for PublisherConfig {
@@ -84,6 +91,7 @@ impl Default for PublisherConfig {
             send_burst: 1 << 20,
             max_destinations: 64,
             destination_timeout: Duration::from_secs(5),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -91,9 +99,11 @@ impl Default for PublisherConfig {
 impl PublisherConfig {
     /// Clamp every setting into the range the state machine relies on.
     pub fn sanitized(mut self) -> Self {
-        // Room for a one-byte fragment and for a one-range UNAVAILABLE frame.
+        // Room for a one-byte fragment and for a one-range UNAVAILABLE frame, each with its
+        // authentication trailer if any.
         let min_mtu = (DataFrameWriter::EMPTY_LEN + wire::FRAGMENT_HEADER_LEN + 1)
-            .max(wire::HEADER_LEN + wire::RANGES_PREFIX_LEN + wire::RANGE_LEN);
+            .max(wire::HEADER_LEN + wire::RANGES_PREFIX_LEN + wire::RANGE_LEN)
+            + self.auth.trailer_len();
         self.mtu = self.mtu.clamp(min_mtu, wire::MAX_FRAME_LEN);
         // A zero rate would never refill its bucket; a day-long duration is "forever" and
         // keeps `Instant` arithmetic far from overflow.
@@ -114,7 +124,7 @@ impl PublisherConfig {
             .destination_timeout
             .clamp(Duration::from_millis(1), Duration::from_secs(86_400));
         // A message must fit in the unsent allowance, or it could never be offered.
-        let room = self.mtu - DataFrameWriter::EMPTY_LEN - wire::FRAGMENT_HEADER_LEN;
+        let room = self.frame_limit() - DataFrameWriter::EMPTY_LEN - wire::FRAGMENT_HEADER_LEN;
         let allowance_frames = (self.max_unsent_frames().saturating_sub(1) as u64)
             .min(self.max_unsent_seqs()) as usize;
         let allowance_bytes = self.max_unsent_bytes() / self.mtu * room;
@@ -123,6 +133,12 @@ impl PublisherConfig {
             .min(allowance_frames * room)
             .min(allowance_bytes);
         self
+    }
+
+    /// Largest frame before sealing: `mtu` less the authentication trailer, if any, so
+    /// that sealed frames still fit `mtu`.
+    pub fn frame_limit(&self) -> usize {
+        self.mtu.saturating_sub(self.auth.trailer_len())
     }
 
     /// Bytes of offered-but-unsent frames allowed before `offer` pushes back. Half the ring,

@@ -35,6 +35,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::proto::auth::{Keyring, OpenError};
 use crate::proto::pacing::TokenBucket;
 use crate::proto::ring::RetransmitRing;
 use crate::proto::transmit::{Destination, Transmit};
@@ -100,6 +101,10 @@ pub struct PublisherStats {
     pub closes: u64,
     /// Datagrams that failed to decode (CRC, version, layout).
     pub decode_errors: u64,
+    /// Well-formed frames dropped by authentication: a bad MAC (forged or modified), an
+    /// unknown key id, or no trailer while authentication is required. Zero with
+    /// authentication off, unless someone sends sealed frames.
+    pub auth_failures: u64,
     /// Valid frames not addressed to this publisher (other session/stream, or neither a
     /// NAK nor a STATUS).
     pub ignored_frames: u64,
@@ -145,6 +150,10 @@ struct UnicastDest {
 #[derive(Debug)]
 pub struct Publisher {
     cfg: PublisherConfig,
+    /// Seals every frame sent and checks every frame received (off by default).
+    keyring: Keyring,
+    /// `cfg.frame_limit()`: the largest frame before its trailer.
+    frame_limit: usize,
     session: u64,
     ring: RetransmitRing,
     open: Option<OpenFrame>,
@@ -178,7 +187,10 @@ impl Publisher {
     /// A publisher for `cfg.stream` with the given random `session` id, starting at `now`.
     ///
     /// The session id must be chosen at random by the caller (the transport does), so that
-    /// a restarted publisher is recognised as a new session.
+    /// a restarted publisher is recognised as a new session. With authentication, it must
+    /// also be greater than the previous session's from the same source address
+    /// ([`crate::proto::session::session_id`] does both): receivers that require
+    /// authentication follow only newer sessions, so replayed old ones cannot take over.
     pub fn new(cfg: PublisherConfig, session: u64, now: Instant) -> Self {
         let cfg = cfg.sanitized();
         let ring = RetransmitRing::new(
@@ -217,6 +229,8 @@ impl Publisher {
             closing: false,
             now,
             stats: PublisherStats::default(),
+            keyring: Keyring::new(&cfg.auth),
+            frame_limit: cfg.frame_limit(),
             cfg,
         }
     }
@@ -381,7 +395,7 @@ impl Publisher {
 
     /// Largest fragment payload per frame.
     fn fragment_room(&self) -> usize {
-        self.cfg.mtu - DataFrameWriter::EMPTY_LEN - wire::FRAGMENT_HEADER_LEN
+        self.frame_limit - DataFrameWriter::EMPTY_LEN - wire::FRAGMENT_HEADER_LEN
     }
 
     /// Queue `msg` for sending; returns its sequence number (that of its first fragment).
@@ -420,7 +434,7 @@ impl Publisher {
         loop {
             let open = self.open_frame(now);
             let mut writer = open.writer;
-            let space = writer.room(self.cfg.mtu);
+            let space = writer.room(self.frame_limit);
             // Start a fresh frame rather than split a message that would fit in one.
             if space < rest.len().min(room) && !writer.is_empty() {
                 self.seal();
@@ -442,7 +456,10 @@ impl Publisher {
             }
             self.seal();
         }
-        if self.open.is_some_and(|o| o.writer.room(self.cfg.mtu) == 0) {
+        if self
+            .open
+            .is_some_and(|o| o.writer.room(self.frame_limit) == 0)
+        {
             self.seal();
         }
         self.stats.messages += 1;
@@ -455,7 +472,7 @@ impl Publisher {
         if let Some(open) = self.open {
             return open;
         }
-        let buf = self.ring.reserve(self.cfg.mtu);
+        let buf = self.ring.reserve(self.frame_limit);
         let writer = DataFrameWriter::begin(buf, self.cfg.stream, self.session, self.next_seq)
             .expect("mtu holds an empty frame");
         writer.set_session_offset(buf, self.next_seq - self.cfg.initial_seq);
@@ -502,10 +519,11 @@ impl Publisher {
     ///
     /// A NAK for this session queues repairs. A STATUS for this stream (whatever its
     /// session: a joiner does not know it yet) adds or refreshes `from` as a unicast
-    /// destination, or removes it if LEAVING; see the module docs.
+    /// destination, or removes it if LEAVING; see the module docs. With authentication,
+    /// frames without a valid trailer are dropped and counted first.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.now = now;
-        let list = match Frame::parse(bytes) {
+        let list = match self.keyring.open(bytes) {
             Ok(Frame::Nak(list)) => list,
             Ok(Frame::Status { header, leaving }) if header.stream == self.cfg.stream => {
                 self.on_status(now, from, leaving);
@@ -515,8 +533,12 @@ impl Publisher {
                 self.stats.ignored_frames += 1;
                 return;
             }
-            Err(_) => {
+            Err(OpenError::Decode(_)) => {
                 self.stats.decode_errors += 1;
+                return;
+            }
+            Err(OpenError::Auth(_)) => {
+                self.stats.auth_failures += 1;
                 return;
             }
         };
@@ -647,6 +669,7 @@ impl Publisher {
             &[range],
         )
         .ok()?;
+        let len = self.keyring.seal(buf, len).ok()?;
         if !self.repair_bucket.try_take(now, len) {
             self.pending_unavailable = Some(range);
             return None;
@@ -667,12 +690,17 @@ impl Publisher {
                 continue;
             };
             let frame_len = self.ring.frame(i).len();
-            if !self.repair_bucket.try_take(now, frame_len) {
+            let wire_len = frame_len + self.keyring.trailer_len();
+            if !self.repair_bucket.try_take(now, wire_len) {
                 return None;
             }
             self.repairs.pop_front();
             buf[..frame_len].copy_from_slice(self.ring.frame(i));
             wire::set_retransmit(&mut buf[..frame_len]);
+            let frame_len = self
+                .keyring
+                .seal(buf, frame_len)
+                .expect("poll_transmit buffers hold mtu bytes");
             let entry = self.ring.entry_mut(i);
             entry.repair_queued = false;
             entry.last_repair = Some(now);
@@ -695,11 +723,15 @@ impl Publisher {
         let i = self.ring.len() - self.unsent_frames;
         debug_assert_eq!(self.ring.find(self.unsent_seq), Some(i));
         let frame = self.ring.frame(i);
-        let len = frame.len();
-        buf[..len].copy_from_slice(frame);
+        let stored = frame.len();
+        buf[..stored].copy_from_slice(frame);
+        let len = self
+            .keyring
+            .seal(buf, stored)
+            .expect("poll_transmit buffers hold mtu bytes");
         self.unsent_seq = self.ring.entry(i).end_seq;
         self.unsent_frames -= 1;
-        self.unsent_bytes -= len;
+        self.unsent_bytes -= stored;
         self.stats.data_frames += 1;
         self.stats.data_bytes += len as u64;
         let hb = &mut self.heartbeat;
@@ -741,6 +773,7 @@ impl Publisher {
         )
         .ok()?;
         wire::set_session_offset(&mut buf[..len], self.next_seq - self.cfg.initial_seq);
+        let len = self.keyring.seal(buf, len).ok()?;
         let hb = &mut self.heartbeat;
         hb.interval = if hb.data_since {
             self.cfg.heartbeat_min * 2
@@ -784,10 +817,14 @@ impl Publisher {
         }
         if let Some(&seq) = self.repairs.front() {
             let len = self.ring.find(seq).map_or(0, |i| self.ring.frame(i).len());
+            let len = len + self.keyring.trailer_len();
             t = t.min(self.repair_bucket.ready_at(self.now, len));
         }
         if self.pending_unavailable.is_some() {
-            t = t.min(self.repair_bucket.ready_at(self.now, wire::HEADER_LEN + 24));
+            // A one-range UNAVAILABLE frame, sealed if authentication is on.
+            let len = wire::HEADER_LEN + wire::RANGES_PREFIX_LEN + wire::RANGE_LEN;
+            let len = len + self.keyring.trailer_len();
+            t = t.min(self.repair_bucket.ready_at(self.now, len));
         }
         t
     }

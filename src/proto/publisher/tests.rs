@@ -596,3 +596,170 @@ fn poll_transmit_full_sends_only_full_frames_and_keeps_the_open_one_filling() {
     assert_eq!((d.first_seq, d.first_seq + u64::from(d.count)), (next, 100));
     assert!(!p.has_open_frame() && !p.has_full_frames());
 }
+
+// ---- Authenticated frames ----
+
+mod auth {
+    use super::*;
+    use crate::proto::auth::{AUTH_TRAILER_LEN, AuthConfig, AuthKey, Keyring};
+    use crate::proto::wire::FLAG_AUTH;
+
+    const SECRET: [u8; 32] = [0x42; 32];
+
+    fn sealed_publisher(mtu: usize, now: Instant) -> Publisher {
+        let cfg = PublisherConfig {
+            mtu,
+            auth: AuthConfig::with_key(3, SECRET),
+            ..PublisherConfig::default()
+        };
+        Publisher::new(cfg, 77, now)
+    }
+
+    fn keys() -> Keyring {
+        Keyring::new(&AuthConfig::with_key(3, SECRET))
+    }
+
+    /// A NAK for `p`'s session sealed by `auth` (unsealed if off).
+    fn sealed_nak(p: &Publisher, auth: &AuthConfig, ranges: &[SeqRange]) -> Vec<u8> {
+        let mut buf = nak(p, ranges);
+        let len = buf.len();
+        buf.resize(len + AUTH_TRAILER_LEN, 0);
+        let len = Keyring::new(auth).seal(&mut buf, len).unwrap();
+        buf.truncate(len);
+        buf
+    }
+
+    #[test]
+    fn every_frame_is_sealed_within_the_mtu() {
+        let now = t0();
+        let mut p = sealed_publisher(200, now);
+        let msg: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        p.offer(now, b"small").unwrap();
+        p.offer(now, &msg).unwrap();
+        let mut frames = drain(&mut p, now);
+        frames.extend(drain(&mut p, now + Duration::from_millis(5))); // heartbeat
+        p.close(now + Duration::from_millis(5));
+        frames.extend(drain(&mut p, now + Duration::from_millis(6))); // CLOSE
+        let k = keys();
+        let mut payload = Vec::new();
+        let mut types = Vec::new();
+        for f in &frames {
+            assert!(f.len() <= 200, "{} bytes", f.len());
+            let frame = k.open(f).expect("sealed and authentic");
+            assert_ne!(frame.header().flags & FLAG_AUTH, 0);
+            types.push(frame.header().frame_type);
+            if let Frame::Data(d) = frame {
+                for frag in d.fragments().filter(|x| x.seq >= 1) {
+                    payload.extend_from_slice(frag.payload);
+                }
+            }
+        }
+        assert_eq!(payload, msg, "fragments carry the message exactly");
+        assert!(types.contains(&FrameType::Heartbeat) && types.contains(&FrameType::Close));
+        // Frames use the room left by the trailer, not less: the first fragment's frame
+        // is exactly mtu bytes once sealed.
+        assert!(frames.iter().any(|f| f.len() == 200));
+        assert_eq!(p.stats().auth_failures, 0);
+    }
+
+    #[test]
+    fn only_authentic_naks_are_served_and_repairs_are_sealed() {
+        let now = t0();
+        let mut p = sealed_publisher(1472, now);
+        p.offer(now, b"x").unwrap();
+        let first = drain(&mut p, now);
+        let range = [SeqRange::new(0, 1)];
+        let t = now + us(10);
+        // Unsealed; sealed with a wrong secret under the right id; an unknown key id.
+        p.handle_datagram(t, peer(), &nak(&p, &range));
+        let forged = AuthConfig::with_key(3, [0x43; 32]);
+        p.handle_datagram(t, peer(), &sealed_nak(&p, &forged, &range));
+        let unknown = AuthConfig::with_key(4, SECRET);
+        p.handle_datagram(t, peer(), &sealed_nak(&p, &unknown, &range));
+        assert_eq!(p.stats().auth_failures, 3);
+        assert_eq!(p.stats().naks_received, 0);
+        assert!(drain(&mut p, t).is_empty(), "no repair for a forged NAK");
+
+        let good = AuthConfig::with_key(3, SECRET);
+        p.handle_datagram(t, peer(), &sealed_nak(&p, &good, &range));
+        assert_eq!(p.stats().naks_received, 1);
+        let repairs = drain(&mut p, t);
+        assert_eq!(repairs.len(), 1);
+        let Frame::Data(d) = keys().open(&repairs[0]).unwrap() else {
+            panic!("not DATA")
+        };
+        assert!(d.is_retransmit());
+        assert_eq!(d.fragments().next().unwrap().payload, b"x");
+        // Same frame as first sent, bar the flag, the MAC and the CRC.
+        assert_eq!(repairs[0].len(), first[0].len());
+        assert_eq!(p.stats().retransmit_bytes, repairs[0].len() as u64);
+    }
+
+    #[test]
+    fn an_accepted_old_key_still_opens_naks_during_rotation() {
+        let now = t0();
+        let cfg = PublisherConfig {
+            auth: AuthConfig {
+                key: Some(AuthKey::new(2, [0x99; 32])),
+                accept: vec![AuthKey::new(3, SECRET)],
+                accept_unauthenticated: false,
+            },
+            ..PublisherConfig::default()
+        };
+        let mut p = Publisher::new(cfg, 5, now);
+        p.offer(now, b"x").unwrap();
+        drain(&mut p, now);
+        let old = AuthConfig::with_key(3, SECRET);
+        p.handle_datagram(now, peer(), &sealed_nak(&p, &old, &[SeqRange::new(0, 1)]));
+        assert_eq!(p.stats().naks_received, 1);
+        assert_eq!(drain(&mut p, now).len(), 1);
+    }
+
+    #[test]
+    fn unauthenticated_status_cannot_add_a_destination() {
+        let now = t0();
+        let mut p = sealed_publisher(1472, now);
+        let mut buf = vec![0u8; 128];
+        let n = emit_status(&mut buf, p.stream(), 0, false).unwrap();
+        p.handle_datagram(now, peer(), &buf[..n]);
+        assert_eq!(p.destinations().count(), 0);
+        assert_eq!(p.stats().auth_failures, 1);
+        let n = keys().seal(&mut buf, n).unwrap();
+        p.handle_datagram(now, peer(), &buf[..n]);
+        assert_eq!(p.destinations().collect::<Vec<_>>(), [peer()]);
+    }
+
+    #[test]
+    fn sanitized_mtu_leaves_room_for_the_trailer() {
+        let cfg = PublisherConfig {
+            mtu: 1,
+            auth: AuthConfig::with_key(1, SECRET),
+            ..PublisherConfig::default()
+        }
+        .sanitized();
+        let now = t0();
+        let mut p = Publisher::new(cfg.clone(), 1, now);
+        p.offer(now, &[1, 2, 3]).unwrap();
+        // Old data evicted: a NAK below the ring gets a sealed UNAVAILABLE within mtu.
+        let frames = drain(&mut p, now);
+        assert!(frames.iter().all(|f| f.len() <= cfg.mtu));
+        assert!(cfg.frame_limit() + AUTH_TRAILER_LEN == cfg.mtu);
+        let mut big = Publisher::new(
+            PublisherConfig {
+                initial_seq: 100,
+                ..cfg.clone()
+            },
+            1,
+            now,
+        );
+        let good = AuthConfig::with_key(1, SECRET);
+        let n = sealed_nak(&big, &good, &[SeqRange::new(0, 50)]);
+        big.handle_datagram(now, peer(), &n);
+        let out = drain(&mut big, now);
+        assert!(!out.is_empty() && out.iter().all(|f| f.len() <= cfg.mtu));
+        assert!(matches!(
+            Keyring::new(&good).open(&out[0]).unwrap(),
+            Frame::Unavailable(_)
+        ));
+    }
+}

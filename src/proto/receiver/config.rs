@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::proto::auth::AuthConfig;
+
 /// Where a receiver starts delivering a publisher it has not seen before.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -71,6 +73,13 @@ pub struct ReceiverConfig {
     /// or less, so that losing two STATUS frames in a row does not make the publisher drop
     /// this receiver. Default 1 s; clamped to 1 ms ..= 1 day.
     pub status_interval: Duration,
+    /// Frame authentication (off by default): with a key, NAK and STATUS frames are sealed
+    /// and frames without a valid trailer are dropped and counted in
+    /// [`ReceiverStats::auth_failures`](super::ReceiverStats). When it is required (not
+    /// `accept_unauthenticated`), a source follows only sessions with a greater id than
+    /// the one it follows, so replayed frames of older sessions cannot take it over. See
+    /// docs/SECURITY.md.
+    pub auth: AuthConfig,
 }
 
 impl Default for ReceiverConfig {
@@ -92,6 +101,7 @@ impl Default for ReceiverConfig {
             inactivity_timeout: Duration::from_secs(5),
             status_to: Vec::new(),
             status_interval: Duration::from_secs(1),
+            auth: AuthConfig::default(),
         }
     }
 }

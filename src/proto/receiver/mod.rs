@@ -38,13 +38,15 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
+use crate::proto::auth::{AUTH_TRAILER_LEN, Keyring, OpenError};
 use crate::proto::transmit::{Destination, Transmit};
 use crate::proto::wire::{self, DecodeError, Frame, FrameType, MAX_RANGES, SeqRange};
 use source::{Announce, Ctx, Phase, Source};
 
-/// Bytes of the largest NAK a receiver sends: `poll_transmit` needs a buffer this large.
+/// Bytes of the largest NAK a receiver sends, authentication trailer included:
+/// `poll_transmit` needs a buffer this large.
 pub const NAK_MAX_LEN: usize =
-    wire::HEADER_LEN + wire::RANGES_PREFIX_LEN + MAX_RANGES * wire::RANGE_LEN;
+    wire::HEADER_LEN + wire::RANGES_PREFIX_LEN + MAX_RANGES * wire::RANGE_LEN + AUTH_TRAILER_LEN;
 
 /// Identifies a publisher as the receiver sees it: its source address and stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -257,6 +259,10 @@ pub struct ReceiverStats {
     pub crc_errors: u64,
     /// Datagrams malformed in any other way.
     pub decode_errors: u64,
+    /// Well-formed frames dropped by authentication: a bad MAC (forged or modified), an
+    /// unknown key id, or no trailer while authentication is required. Zero with
+    /// authentication off, unless someone sends sealed frames.
+    pub auth_failures: u64,
     /// Frames for a stream this receiver does not accept.
     pub foreign_stream: u64,
     /// Valid frames a receiver does not act on (NAK and STATUS frames, whatever their
@@ -264,7 +270,12 @@ pub struct ReceiverStats {
     pub ignored_frames: u64,
     /// Frames from new sources refused because `max_sources` were tracked.
     pub sources_rejected: u64,
-    /// Frames of a session that its source already replaced.
+    /// With authentication required: frames from a new source address carrying a stream
+    /// and session already followed from another address, dropped. Source addresses are
+    /// not authenticated, so these are authentic frames replayed by another host.
+    pub duplicate_sessions: u64,
+    /// Frames of a session that its source already replaced (or, with authentication
+    /// required, of a session older than the one followed).
     pub stale_session: u64,
     /// Fragments delivered in order (to messages or discarded with a loss).
     pub fragments: u64,
@@ -323,6 +334,8 @@ struct StatusTarget {
 #[derive(Debug)]
 pub struct Receiver {
     cfg: ReceiverConfig,
+    /// Seals NAK and STATUS frames and checks every frame received (off by default).
+    keyring: Keyring,
     rng: SmallRng,
     sources: Vec<Source>,
     next_nak: usize,
@@ -361,6 +374,7 @@ impl Receiver {
             last_now: None,
             stats: ReceiverStats::default(),
             repairs: RepairLatency::default(),
+            keyring: Keyring::new(&cfg.auth),
             cfg,
         }
     }
@@ -425,6 +439,7 @@ impl Receiver {
         let leaving = self.status[i].leave_pending;
         let session = self.status_session(addr, stream);
         let len = wire::emit_status(buf, stream, session, leaving).ok()?;
+        let len = self.keyring.seal(buf, len).ok()?;
         let t = &mut self.status[i];
         t.leave_pending = false;
         t.due = Some(now + self.cfg.status_interval);
@@ -461,14 +476,18 @@ impl Receiver {
     ) {
         self.stats.datagrams += 1;
         self.last_now = Some(now);
-        let frame = match Frame::parse(bytes) {
+        let frame = match self.keyring.open(bytes) {
             Ok(f) => f,
-            Err(DecodeError::BadCrc) => {
+            Err(OpenError::Decode(DecodeError::BadCrc)) => {
                 self.stats.crc_errors += 1;
                 return;
             }
-            Err(_) => {
+            Err(OpenError::Decode(_)) => {
                 self.stats.decode_errors += 1;
+                return;
+            }
+            Err(OpenError::Auth(_)) => {
+                self.stats.auth_failures += 1;
                 return;
             }
         };
@@ -506,6 +525,17 @@ impl Receiver {
                 return;
             }
             None => {
+                if self.keyring.is_required()
+                    && self
+                        .sources
+                        .iter()
+                        .any(|s| s.id.stream == header.stream && s.session == header.session)
+                {
+                    // One publisher sends from one address: an authentic frame of a
+                    // session followed elsewhere was replayed by another host.
+                    ctx.stats.duplicate_sessions += 1;
+                    return;
+                }
                 if self.sources.len() == self.cfg.max_sources {
                     // Only a closed tombstone may make room; live publishers are never
                     // pushed out by newcomers.
@@ -527,7 +557,14 @@ impl Receiver {
         self.last_source = i;
         let src = &mut self.sources[i];
         if header.session != src.session {
-            if src.is_retired(header.session) || header.frame_type == FrameType::Unavailable {
+            // With authentication required, every frame here is authentic, but it may be
+            // a recording: a session older than the one followed is a replay (or the
+            // stale tail of a restart), never a restart.
+            let older = self.keyring.is_required() && header.session < src.session;
+            if older
+                || src.is_retired(header.session)
+                || header.frame_type == FrameType::Unavailable
+            {
                 ctx.stats.stale_session += 1;
                 return;
             }
@@ -644,6 +681,10 @@ impl Receiver {
                 &ranges[..count],
             )
             .expect("ranges are valid and the buffer holds a full NAK");
+            let len = self
+                .keyring
+                .seal(buf, len)
+                .expect("NAK_MAX_LEN leaves room for the trailer");
             self.next_nak = (i + 1) % n;
             self.stats.naks_sent += 1;
             self.stats.nak_ranges += count as u64;

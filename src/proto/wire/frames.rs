@@ -68,8 +68,18 @@ pub enum Frame<'a> {
 
 impl<'a> Frame<'a> {
     /// Validate `bytes` completely (CRC first) and return a view of the frame.
+    ///
+    /// Checks no MAC: a frame carrying an authentication trailer ([`super::FLAG_AUTH`])
+    /// fails here (the trailer is trailing bytes). Nodes that hold keys decode with
+    /// [`Keyring::open`](crate::proto::auth::Keyring::open).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         let header = Header::parse(bytes)?;
+        Self::parse_body(header, bytes)
+    }
+
+    /// Validate the body of a frame whose `header` was parsed (and CRC checked) from
+    /// `bytes`, which ends where the body must end.
+    pub(crate) fn parse_body(header: Header, bytes: &'a [u8]) -> Result<Self, DecodeError> {
         match header.frame_type {
             FrameType::Data => DataFrame::parse(header, bytes).map(Frame::Data),
             FrameType::Heartbeat | FrameType::Close => {

@@ -20,6 +20,9 @@ pub const HEADER_LEN: usize = 24;
 pub const PROTOCOL_VERSION: u8 = 1;
 /// DATA flag: the frame is a repair sent in answer to a NAK.
 pub const FLAG_RETRANSMIT: u16 = 0x0001;
+/// Any frame: an authentication trailer (key id and MAC) ends the frame; see
+/// [`crate::proto::auth`]. Covered by the MAC, so it cannot be stripped unnoticed.
+pub const FLAG_AUTH: u16 = 0x0002;
 /// STATUS body flag (bit 0 of its `flags` u32): the receiver is going away; the publisher
 /// stops sending to it.
 pub const STATUS_LEAVING: u32 = 0x0000_0001;

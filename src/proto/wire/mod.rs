@@ -20,8 +20,8 @@ pub use frames::{
     emit_ranges, emit_status, finish_frame, set_retransmit, set_session_offset,
 };
 pub use header::{
-    FLAG_RETRANSMIT, FRAG_BEGIN, FRAG_END, FrameType, HEADER_LEN, Header, PROTOCOL_VERSION,
-    STATUS_LEAVING,
+    FLAG_AUTH, FLAG_RETRANSMIT, FRAG_BEGIN, FRAG_END, FrameType, HEADER_LEN, Header,
+    PROTOCOL_VERSION, STATUS_LEAVING,
 };
 
 use core::fmt;
