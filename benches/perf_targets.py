@@ -15,6 +15,7 @@ uses loopback multicast (127.0.0.1) on free ports only.
 """
 import argparse
 import json
+import shutil
 import socket
 import statistics
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 
 BIN = str(Path(__file__).resolve().parent.parent / "target/release/nakcast")
 IFACE = ["--interface", "127.0.0.1"]
+PIN = False
 
 
 def free_port() -> int:
@@ -41,14 +43,19 @@ def last_json(out: str) -> dict:
     raise RuntimeError(f"no JSON in output: {out[-500:]}")
 
 
+def pin(cpu: int) -> list[str]:
+    """`taskset -c CPU` when --pin was given and taskset exists (both modes alike)."""
+    return ["taskset", "-c", str(cpu)] if PIN and shutil.which("taskset") else []
+
+
 def ping(raw: bool, count: int, idle: str = "spin", rate: float | None = None) -> dict:
     g, r = f"239.255.90.1:{free_port()}", f"239.255.91.1:{free_port()}"
     common = ["--group", g, "--reply-group", r, *IFACE, "--idle", idle] + (["--raw"] if raw else [])
-    pong = subprocess.Popen([BIN, "pong", *common, "--idle-timeout", "30"],
+    pong = subprocess.Popen([*pin(0), BIN, "pong", *common, "--idle-timeout", "30"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        args = [BIN, "ping", *common, "--count", str(count), "--warmup", str(min(count, 5000)),
-                "--json"] + (["--rate", str(rate)] if rate else [])
+        args = [*pin(1), BIN, "ping", *common, "--count", str(count), "--warmup",
+                str(min(count, 5000)), "--json"] + (["--rate", str(rate)] if rate else [])
         out = subprocess.run(args, capture_output=True, text=True, timeout=300, check=True)
         return last_json(out.stdout)
     finally:
@@ -81,65 +88,75 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="small counts (a smoke test)")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin pong to CPU 0 and ping to CPU 1 (taskset), in both modes")
+    ap.add_argument("--only", default="1234", help="targets to run, e.g. 13")
     a = ap.parse_args()
+    global PIN
+    PIN = a.pin
     q = a.quick
     n_ping, n_32, n_1k, n_low = (3000, 200_000, 50_000, 500) if q else (50_000, 5_000_000, 1_000_000, 5000)
 
     print(f"# nakcast performance targets ({a.rounds} interleaved rounds each)\n")
-    # 1. Round trip.
-    pings = {False: [], True: []}
-    for _ in range(a.rounds):
-        for raw in (False, True):
-            pings[raw].append(ping(raw, n_ping))
-    print("## 1. Round trip, 32 B, busy-poll (µs, medians)\n")
-    print("| | nakcast | raw | ratio |\n|---|---:|---:|---:|")
-    for k in ["p50_us", "p90_us", "p99_us", "p999_us", "mean_us"]:
-        p, w = med(pings[False], k), med(pings[True], k)
-        print(f"| {k[:-3]} | {p:.2f} | {w:.2f} | {p / w:.2f} |")
-    rtt = med(pings[False], "p50_us")
+    pings: dict = {False: [], True: []}
+    rtt = full_p99 = float("nan")
+    if "1" in a.only:
+        # 1. Round trip.
+        for _ in range(a.rounds):
+            for raw in (False, True):
+                pings[raw].append(ping(raw, n_ping))
+        print("## 1. Round trip, 32 B, busy-poll (µs, medians)\n")
+        print("| | nakcast | raw | ratio |\n|---|---:|---:|---:|")
+        for k in ["p50_us", "p90_us", "p99_us", "p999_us", "mean_us"]:
+            p, w = med(pings[False], k), med(pings[True], k)
+            print(f"| {k[:-3]} | {p:.2f} | {w:.2f} | {p / w:.2f} |")
+        rtt = med(pings[False], "p50_us")
 
-    # 2. One-way message rate.
-    rates = {"32": [], "1k": [], "1k_raw": []}
-    for _ in range(a.rounds):
-        rates["32"].append(one_way(False, n_32, 32))
-        rates["1k"].append(one_way(False, n_1k, 1024))
-        rates["1k_raw"].append(one_way(True, n_1k, 1024))
-    print("\n## 2. One-way rate, pub process -> sub process (medians; lost must be 0)\n")
-    print("| run | msgs/s | MB/s | lost (max over runs) |\n|---|---:|---:|---:|")
-    for k, label in [("32", "nakcast 32 B"), ("1k", "nakcast 1 KiB"), ("1k_raw", "raw UDP 1 KiB")]:
-        rows = rates[k]
-        print(f"| {label} | {med(rows, 'msgs_per_s'):,.0f} | {med(rows, 'mb_per_s'):.1f} | "
-              f"{max(r['lost'] for r in rows)} |")
-    ratios = [p["mb_per_s"] / w["mb_per_s"] for p, w in zip(rates["1k"], rates["1k_raw"])]
-    print(f"\n1 KiB bytes/s ratio nakcast/raw per pair: {', '.join(f'{x:.2f}' for x in ratios)}"
-          f" (median {statistics.median(ratios):.2f})")
+        full_p99 = med(pings[False], "p99_us")
+    if "2" in a.only:
+        # 2. One-way message rate.
+        rates = {"32": [], "1k": [], "1k_raw": []}
+        for _ in range(a.rounds):
+            rates["32"].append(one_way(False, n_32, 32))
+            rates["1k"].append(one_way(False, n_1k, 1024))
+            rates["1k_raw"].append(one_way(True, n_1k, 1024))
+        print("\n## 2. One-way rate, pub process -> sub process (medians; lost must be 0)\n")
+        print("| run | msgs/s | MB/s | lost (max over runs) |\n|---|---:|---:|---:|")
+        for k, label in [("32", "nakcast 32 B"), ("1k", "nakcast 1 KiB"), ("1k_raw", "raw UDP 1 KiB")]:
+            rows = rates[k]
+            print(f"| {label} | {med(rows, 'msgs_per_s'):,.0f} | {med(rows, 'mb_per_s'):.1f} | "
+                  f"{max(r['lost'] for r in rows)} |")
+        ratios = [p["mb_per_s"] / w["mb_per_s"] for p, w in zip(rates["1k"], rates["1k_raw"])]
+        print(f"\n1 KiB bytes/s ratio nakcast/raw per pair: {', '.join(f'{x:.2f}' for x in ratios)}"
+              f" (median {statistics.median(ratios):.2f})")
 
-    # 3. Repair latency.
-    reps = []
-    for _ in range(a.rounds):
-        out = subprocess.run([BIN, "bench", "--loss", "5", "--rate", "100000", "--count",
-                              str(50_000 if q else 300_000), "--subscribers", "1", "--json"],
-                             capture_output=True, text=True, timeout=300)
-        reps.append(last_json(out.stdout))
-    print("\n## 3. Repair latency, 5% injected loss, 100k msg/s, 1 subscriber (µs, medians)\n")
-    print("| repair p50 | repair p99 | repair max | samples | lost | ping RTT p50 |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    print(f"| {med(reps, 'repair_p50_us'):.1f} | {med(reps, 'repair_p99_us'):.1f} | "
-          f"{med(reps, 'repair_max_us'):.1f} | {med(reps, 'repair_samples'):.0f} | "
-          f"{max(r['lost'] for r in reps)} | {rtt:.2f} |")
+    if "3" in a.only:
+        # 3. Repair latency.
+        reps = []
+        for _ in range(a.rounds):
+            out = subprocess.run([BIN, "bench", "--loss", "5", "--rate", "100000", "--count",
+                                  str(50_000 if q else 300_000), "--subscribers", "1", "--json"],
+                                 capture_output=True, text=True, timeout=300)
+            reps.append(last_json(out.stdout))
+        print("\n## 3. Repair latency, 5% injected loss, 100k msg/s, 1 subscriber (µs, medians)\n")
+        print("| repair p50 | repair p99 | repair max | samples | lost | ping RTT p50 |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        print(f"| {med(reps, 'repair_p50_us'):.1f} | {med(reps, 'repair_p99_us'):.1f} | "
+              f"{med(reps, 'repair_max_us'):.1f} | {med(reps, 'repair_samples'):.0f} | "
+              f"{max(r['lost'] for r in reps)} | {rtt:.2f} |")
 
-    # 4. Low rate, every idle strategy.
-    print("\n## 4. `ping --rate 1000` by idle strategy (both ends), vs full speed (µs)\n")
-    full_p99 = med(pings[False], "p99_us")
-    print(f"Full-speed busy-poll p99 (target 1): {full_p99:.2f}\n")
-    print("| idle | p50 | p90 | p99 | p99 / full-speed p99 |\n|---|---:|---:|---:|---:|")
-    for raw, idle in [(True, "spin"), (False, "spin"), (False, "yield"), (False, "backoff"),
-                      (False, "block")]:
-        rows = [ping(raw, n_low, idle, 1000) for _ in range(max(1, a.rounds // 2))]
-        p99 = med(rows, "p99_us")
-        label = f"{idle} (raw UDP)" if raw else idle
-        print(f"| {label} | {med(rows, 'p50_us'):.2f} | {med(rows, 'p90_us'):.2f} | {p99:.2f} | "
-              f"{p99 / full_p99:.2f} |")
+    if "4" in a.only:
+        # 4. Low rate, every idle strategy.
+        print("\n## 4. `ping --rate 1000` by idle strategy (both ends), vs full speed (µs)\n")
+        print(f"Full-speed busy-poll p99 (target 1): {full_p99:.2f}\n")
+        print("| idle | p50 | p90 | p99 | p99 / full-speed p99 |\n|---|---:|---:|---:|---:|")
+        for raw, idle in [(True, "spin"), (False, "spin"), (False, "yield"), (False, "backoff"),
+                          (False, "block")]:
+            rows = [ping(raw, n_low, idle, 1000) for _ in range(max(1, a.rounds // 2))]
+            p99 = med(rows, "p99_us")
+            label = f"{idle} (raw UDP)" if raw else idle
+            print(f"| {label} | {med(rows, 'p50_us'):.2f} | {med(rows, 'p90_us'):.2f} | {p99:.2f} | "
+                  f"{p99 / full_p99:.2f} |")
     return 0
 
 

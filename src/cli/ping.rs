@@ -145,8 +145,9 @@ pub struct PongArgs {
 trait Link {
     /// Send one message now.
     fn send(&mut self, msg: &[u8]) -> Result<(), CliError>;
-    /// Receive what is there without blocking; true if a reply numbered `want` arrived.
-    fn recv_reply(&mut self, want: u64) -> Result<bool, CliError>;
+    /// Receive what is there without blocking; the time the reply numbered `want` was
+    /// handed to the application, if it arrived.
+    fn recv_reply(&mut self, want: u64) -> Result<Option<Instant>, CliError>;
     /// Echo everything received; returns how many.
     fn echo(&mut self) -> Result<u64, CliError>;
     /// Background duty (NAKs, heartbeats); called every ~100 µs.
@@ -223,12 +224,14 @@ impl Link for ProtoLink {
         }
     }
 
-    fn recv_reply(&mut self, want: u64) -> Result<bool, CliError> {
-        let mut got = false;
+    fn recv_reply(&mut self, want: u64) -> Result<Option<Instant>, CliError> {
+        let mut got = None;
         self.subscriber.poll(
             &mut |ev| {
-                if let Event::Message { payload, .. } = ev {
-                    got |= seq_of(payload) == Some(want);
+                if let Event::Message { payload, .. } = ev
+                    && seq_of(payload) == Some(want)
+                {
+                    got = Some(Instant::now());
                 }
             },
             32,
@@ -339,15 +342,16 @@ impl Link for RawLink {
         Self::send_one(&self.tx, msg)
     }
 
-    fn recv_reply(&mut self, want: u64) -> Result<bool, CliError> {
+    fn recv_reply(&mut self, want: u64) -> Result<Option<Instant>, CliError> {
         if self.recv()? == 0 {
-            return Ok(false);
+            return Ok(None);
         }
-        Ok(self
+        let found = self
             .recv
             .iter()
             .flatten()
-            .any(|d| seq_of(d.payload) == Some(want)))
+            .any(|d| seq_of(d.payload) == Some(want));
+        Ok(found.then(Instant::now))
     }
 
     fn echo(&mut self) -> Result<u64, CliError> {
@@ -434,7 +438,7 @@ fn ping<L: Link>(a: &PingArgs, link: &mut L) -> Result<(), CliError> {
         link.send(&msg)?;
         let sent = Instant::now();
         while sent.elapsed() < Duration::from_millis(20) {
-            if link.recv_reply(seq)? {
+            if link.recv_reply(seq)?.is_some() {
                 break 'connect;
             }
         }
@@ -484,8 +488,7 @@ fn ping<L: Link>(a: &PingArgs, link: &mut L) -> Result<(), CliError> {
         let sent = Instant::now();
         link.send(&msg)?;
         let received = loop {
-            if link.recv_reply(seq)? {
-                let at = Instant::now();
+            if let Some(at) = link.recv_reply(seq)? {
                 waiter.idle(link, 1)?; // Work done: the idle strategy starts afresh.
                 break Some(at);
             }

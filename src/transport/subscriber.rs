@@ -95,6 +95,8 @@ pub struct Subscriber {
     truncated: u64,
     poller: Poll,
     events: Events,
+    /// The last receive ended in `WouldBlock`: nothing is queued, blocking is safe.
+    drained: bool,
     warnings: Vec<SocketWarning>,
 }
 
@@ -168,6 +170,7 @@ impl Subscriber {
             truncated: 0,
             poller,
             events: Events::with_capacity(4),
+            drained: true,
             warnings,
         };
         // Unicast mode: register with the publisher at once.
@@ -186,6 +189,7 @@ impl Subscriber {
     ) -> Result<usize, Error> {
         let now = Instant::now();
         let mut work = 0;
+        self.drained = false;
         while work < limit.max(1) {
             match self.recv.recv(&self.data) {
                 Ok(n) => {
@@ -206,10 +210,17 @@ impl Subscriber {
                         }
                         self.core.handle_datagram(now, d.source, d.payload, handler);
                     }
-                    // Keep going until `WouldBlock`: the socket must be drained before
-                    // `recv_timeout`/`wait` block on its (edge-triggered) readiness.
+                    if n < self.recv.capacity() {
+                        // Likely drained; not certain (the adaptive receive takes a lone
+                        // datagram first): `wait` checks `drained` before it blocks. Not
+                        // trying again here keeps a syscall off the latency path.
+                        break;
+                    }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.drained = true;
+                    break;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -257,7 +268,7 @@ impl Subscriber {
         timeout: Duration,
     ) -> Result<usize, Error> {
         let work = self.poll(handler, usize::MAX)?;
-        if work > 0 {
+        if work > 0 || !self.drained {
             return Ok(work);
         }
         let now = Instant::now();
@@ -277,6 +288,11 @@ impl Subscriber {
     /// without receiving anything (for callers that run their own duty cycle and idle by
     /// blocking). Returns whether the socket is readable.
     pub fn wait(&mut self, timeout: Duration) -> Result<bool, Error> {
+        if !self.drained {
+            // The last poll may have left datagrams queued: readiness is edge-triggered,
+            // so blocking now could sleep past them.
+            return Ok(true);
+        }
         let mut wait = timeout;
         if let Some(t) = self.core.poll_timeout() {
             wait = wait.min(t.saturating_duration_since(Instant::now()));
