@@ -72,8 +72,6 @@ pub struct Publisher {
     frame: Vec<u8>,
     /// The latest time read from the clock.
     now: Instant,
-    /// A second frame buffer: the latency path looks one frame ahead.
-    spare: Vec<u8>,
     warnings: Vec<SocketWarning>,
     send_errors: u64,
     fanout_drops: u64,
@@ -124,7 +122,6 @@ impl Publisher {
             recv: RecvBatch::new(32, 2048),
             frame: vec![0; mtu],
             now: Instant::now(),
-            spare: vec![0; mtu],
             warnings,
             send_errors: 0,
             fanout_drops: 0,
@@ -226,19 +223,16 @@ impl Publisher {
                 core.poll_transmit_full(now, buf)
             }
         };
+        let mut sent = 0;
         if self.multicast && self.send.is_empty() {
-            // The latency path: a lone frame goes out with one plain `send` straight from
-            // the frame buffer (no copy into the batch, no `sendmmsg` header set-up).
+            // The latency path: the first frame goes out at once with one plain `send`
+            // straight from the frame buffer (no copy into the batch, no `sendmmsg` header
+            // set-up, nothing else looked at first); anything after it takes the batch.
             let Some(first) = next(&mut self.core, &mut self.frame) else {
                 return 0;
             };
-            let Some(second) = next(&mut self.core, &mut self.spare) else {
-                return self.send_now(first.len, first.destination);
-            };
-            self.queue_multicast(first.len, first.destination, false);
-            self.queue_multicast(second.len, second.destination, true);
+            sent = self.send_now(first.len, first.destination);
         }
-        let mut sent = 0;
         if self.multicast {
             // Frames are encoded straight into the send batch (no intermediate copy) and
             // go out `sendmmsg` by `sendmmsg`.
@@ -314,17 +308,16 @@ impl Publisher {
         }
     }
 
-    /// Queue the frame in `frame` (or `spare`) for the batch (multicast mode, batch empty
-    /// enough for two frames).
-    fn queue_multicast(&mut self, len: usize, dest: Destination, spare: bool) {
-        let frame = if spare { &self.spare } else { &self.frame };
+    /// Queue the frame in `frame` for the batch (multicast mode, batch empty).
+    fn queue_multicast(&mut self, len: usize, dest: Destination) {
+        let frame = &self.frame;
         let dest = match dest {
             Destination::Group => None,
             Destination::Unicast(a) => Some(a),
         };
         self.send
             .push(&frame[..len], dest)
-            .expect("an empty batch has room for two MTU frames");
+            .expect("an empty batch has room for an MTU frame");
     }
 
     /// Send the frame in `frame` at once; when the kernel pushes back, queue it instead.
@@ -343,7 +336,7 @@ impl Publisher {
         match r {
             Ok(_) => 1,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                self.queue_multicast(len, dest, false);
+                self.queue_multicast(len, dest);
                 0
             }
             Err(_) => {
