@@ -347,6 +347,7 @@ impl Keyring {
     /// trailer (when `FLAG_AUTH` is set: key id known, MAC matches; when it is not: whether
     /// unauthenticated frames are accepted), and only then the body. Nothing but the
     /// header's CRC-checked bytes is looked at before the MAC matches.
+    #[inline]
     pub fn open<'a>(&self, bytes: &'a [u8]) -> Result<Frame<'a>, OpenError> {
         let header = Header::parse(bytes)?;
         let body = self.verify(&header, bytes).map_err(OpenError::Auth)?;
@@ -354,6 +355,7 @@ impl Keyring {
     }
 
     /// The frame without its trailer, if authentic (or if unauthenticated and allowed).
+    #[inline]
     fn verify<'a>(&self, header: &Header, bytes: &'a [u8]) -> Result<&'a [u8], AuthError> {
         if header.flags & FLAG_AUTH == 0 {
             return if self.require {
