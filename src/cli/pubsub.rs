@@ -772,7 +772,7 @@ pub fn run_sub(a: SubArgs) -> Result<(), CliError> {
     } else {
         eprintln!(
             "sub: delivered {delivered} in {elapsed:.3} s = {msgs_per_s:.0} msg/s; lost {lost}, \
-             recovered {}, NAKs {}, sessions {}{}{}",
+             recovered {}, NAKs {}, sessions {}{}{}{}",
             s.recovered,
             s.naks_sent,
             sessions.len(),
@@ -783,7 +783,11 @@ pub fn run_sub(a: SubArgs) -> Result<(), CliError> {
             } else {
                 String::new()
             },
-            // Last, so the summary's established prefix (parsed by tests/lab) is unchanged.
+            // After the established prefix (parsed by tests/lab), which stays unchanged.
+            match (repair.p50_us, repair.p99_us) {
+                (Some(p50), Some(p99)) => format!("; repair p50 {p50} µs, p99 {p99} µs"),
+                _ => String::new(),
+            },
             auth_note(s.auth_failures),
         );
     }

@@ -292,6 +292,7 @@ SUMMARY = re.compile(
     r"sub: delivered (\d+) in [\d.]+ s = \d+ msg/s; lost (\d+), recovered (\d+), NAKs (\d+), "
     r"sessions (\d+)(?:; verify: corrupt (\d+), duplicates (\d+), out of order (\d+))?")
 LOSS = re.compile(r"sub: lost \[(\d+), (\d+)\) \((\w+)\)")
+REPAIR = re.compile(r"; repair p50 ([\d.]+) µs, p99 ([\d.]+) µs")
 PRINTED = re.compile(r"#(\d+) index (\d+) \(")
 
 
@@ -327,6 +328,10 @@ class SubResult:
                 self.stats = dict(delivered=g[0], lost=g[1], recovered=g[2], naks_sent=g[3],
                                   sessions=g[4], corrupt=g[5], duplicates=g[6],
                                   out_of_order=g[7])
+                r = REPAIR.search(line)
+                if r:
+                    self.stats.update(repair_p50_us=float(r.group(1)),
+                                      repair_p99_us=float(r.group(2)))
 
 
 class Nakcast:
