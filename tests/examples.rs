@@ -1,0 +1,267 @@
+//! Runs every example binary with small bounded arguments on loopback, so the examples
+//! cannot rot: each must exit successfully and print the figures it promises.
+//!
+//! The binaries are the ones `cargo test` builds next to this test (`target/*/examples/`);
+//! when only this test was selected (`cargo test --test examples`), they are built first
+//! with the same profile. Every test uses its own multicast group and a free port, and
+//! every process is killed if it outlives its deadline.
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+/// Path of the example binary `name`, built (once per test process) if need be.
+fn example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let exe = std::env::current_exe().expect("test executable path");
+    let target_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .to_path_buf();
+    BUILT.get_or_init(|| {
+        // `cargo test` builds the examples with the `test` profile (`bench` under
+        // `--release`); building them again is a no-op then, and makes
+        // `cargo test --test examples` run fresh binaries.
+        let profile = match target_dir.file_name().and_then(|n| n.to_str()) {
+            Some("release") => "bench",
+            _ => "test",
+        };
+        if let Ok(cargo) = std::env::var("CARGO") {
+            let out = Command::new(cargo)
+                .args(["build", "--quiet", "--examples", "--profile", profile])
+                .output()
+                .expect("run cargo build --examples");
+            assert!(
+                out.status.success(),
+                "cargo build --examples failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
+    let path = target_dir.join("examples").join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running example whose stdout lines arrive on a channel.
+struct Running {
+    name: &'static str,
+    child: Child,
+    lines: Receiver<String>,
+    out: String,
+}
+
+fn spawn(name: &'static str, args: &[&str]) -> Running {
+    let mut child = Command::new(example(name))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Running {
+        name,
+        child,
+        lines,
+        out: String::new(),
+    }
+}
+
+impl Running {
+    /// Wait for a stdout line containing `needle`.
+    fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.out.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.out.push_str(&l);
+                    self.out.push('\n');
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "{} never printed {needle:?}; output:\n{}",
+                        self.name, self.out
+                    );
+                }
+            }
+        }
+    }
+
+    /// Wait for exit (killing it past `timeout`), assert success, return all of stdout.
+    fn finish(mut self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "{} still running after {timeout:?}; output:\n{}",
+                    self.name, self.out
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The reader thread ends at EOF once the process is gone.
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.out.push_str(&l);
+            self.out.push('\n');
+        }
+        println!("--- {} ---\n{}", self.name, self.out);
+        assert!(
+            status.success(),
+            "{} failed ({status}):\n{}",
+            self.name,
+            self.out
+        );
+        self.out
+    }
+}
+
+fn run(name: &'static str, args: &[&str], timeout: Duration) -> String {
+    spawn(name, args).finish(timeout)
+}
+
+/// The value of the first `key=NUMBER` token in `out`.
+fn field(out: &str, key: &str) -> f64 {
+    let pat = format!("{key}=");
+    out.split_whitespace()
+        .find_map(|tok| tok.strip_prefix(&pat))
+        .and_then(|v| {
+            v.trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {key}=N in:\n{out}"))
+}
+
+fn group(byte: u8) -> String {
+    format!("239.255.91.{byte}:{}", free_port())
+}
+
+#[test]
+fn book_subscriber_follows_the_feed_across_a_publisher_restart() {
+    let g = group(1);
+    let mut sub = spawn(
+        "book_subscriber",
+        &[
+            "--group",
+            &g,
+            "--instruments",
+            "200",
+            "--idle-timeout-ms",
+            "3000",
+            "--max-duration-ms",
+            "10000",
+        ],
+    );
+    sub.wait_for("book: listening", Duration::from_secs(10));
+    let p = run(
+        "market_data_publisher",
+        &[
+            "--group",
+            &g,
+            "--instruments",
+            "200",
+            "--rate",
+            "20000",
+            "--burst",
+            "1000",
+            "--duration-ms",
+            "1200",
+            "--restart-at-ms",
+            "600",
+            "--linger-ms",
+            "200",
+        ],
+        Duration::from_secs(10),
+    );
+    let s = sub.finish(Duration::from_secs(10));
+    assert_eq!(field(&p, "sessions"), 2.0);
+    assert!(field(&p, "messages") > 10_000.0, "{p}");
+    assert!(p.contains("msgs/s") && p.contains("repairs served:"), "{p}");
+    assert!(s.contains("done (publisher closed)"), "{s}");
+    assert_eq!(field(&s, "restarts"), 1.0);
+    assert_eq!(field(&s, "rebuilds"), 1.0);
+    assert_eq!(field(&s, "inconsistent"), 0.0);
+    assert!(
+        field(&s, "quotes") > 5_000.0 && field(&s, "trades") > 1_000.0,
+        "{s}"
+    );
+    // The final snapshot round leaves every instrument valid.
+    assert_eq!(field(&s, "valid"), 200.0, "{s}");
+    assert_eq!(field(&s, "bad"), 0.0);
+}
+
+#[test]
+fn book_subscriber_marks_instruments_stale_on_loss() {
+    let g = group(2);
+    let mut sub = spawn(
+        "book_subscriber",
+        &[
+            "--group",
+            &g,
+            "--loss",
+            "0.02",
+            "--loss-deadline-ms",
+            "0",
+            "--idle-timeout-ms",
+            "3000",
+            "--max-duration-ms",
+            "10000",
+        ],
+    );
+    sub.wait_for("book: listening", Duration::from_secs(10));
+    let p = run(
+        "market_data_publisher",
+        &[
+            "--group",
+            &g,
+            "--rate",
+            "20000",
+            "--duration-ms",
+            "1200",
+            "--send-rate",
+            "500000",
+            "--linger-ms",
+            "200",
+        ],
+        Duration::from_secs(10),
+    );
+    let s = sub.finish(Duration::from_secs(10));
+    // The cap on new data is met and handled, not turned into an error.
+    assert!(field(&p, "rate_limited") > 0.0, "{p}");
+    assert!(field(&p, "naks_received") > 0.0, "{p}");
+    // Injected loss given up at once: Loss events, stale instruments, and their recovery
+    // through snapshots; never a silently skipped quote.
+    assert!(field(&s, "loss_events") > 0.0, "{s}");
+    assert!(field(&s, "stale_marks") > 0.0, "{s}");
+    assert!(field(&s, "recovered_instruments") > 0.0, "{s}");
+    assert!(field(&s, "ignored") > 0.0, "{s}");
+    assert_eq!(field(&s, "inconsistent"), 0.0, "{s}");
+}
