@@ -265,3 +265,38 @@ fn book_subscriber_marks_instruments_stale_on_loss() {
     assert!(field(&s, "ignored") > 0.0, "{s}");
     assert_eq!(field(&s, "inconsistent"), 0.0, "{s}");
 }
+
+#[test]
+fn latency_subscriber_records_every_message() {
+    let g = group(3);
+    let out = run(
+        "latency_subscriber",
+        &[
+            "--group",
+            &g,
+            "--rate",
+            "5000",
+            "--duration-ms",
+            "1000",
+            "--warmup-ms",
+            "100",
+        ],
+        Duration::from_secs(15),
+    );
+    let sent = field(&out, "sent");
+    assert!(sent > 2_000.0, "{out}");
+    // Every message sent is either a warm-up message or a latency sample.
+    assert_eq!(
+        field(&out, "samples") + field(&out, "warmup"),
+        sent,
+        "{out}"
+    );
+    assert_eq!(field(&out, "lost"), 0.0, "{out}");
+    assert_eq!(field(&out, "bad"), 0.0, "{out}");
+    let (p50, p99, max) = (
+        field(&out, "p50_us"),
+        field(&out, "p99_us"),
+        field(&out, "max_us"),
+    );
+    assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{out}");
+}
