@@ -300,3 +300,80 @@ fn latency_subscriber_records_every_message() {
     );
     assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{out}");
 }
+
+/// Checks unicast_fanout's report: every subscriber got every message.
+fn check_fanout(out: &str, subscribers: usize) {
+    let publisher = out
+        .lines()
+        .find(|l| l.starts_with("fanout: publisher messages="))
+        .unwrap_or_else(|| panic!("no publisher line in:\n{out}"));
+    let sent = field(publisher, "messages");
+    assert!(sent > 1_000.0, "{out}");
+    assert_eq!(field(publisher, "destinations_added"), subscribers as f64);
+    let subs: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("fanout: subscriber "))
+        .collect();
+    assert_eq!(subs.len(), subscribers, "{out}");
+    for l in subs {
+        assert_eq!(field(l, "messages"), sent, "{l}");
+        assert_eq!(field(l, "loss_events"), 0.0, "{l}");
+        assert_eq!(field(l, "inconsistent"), 0.0, "{l}");
+        assert_eq!(field(l, "valid"), 100.0, "{l}");
+        assert!(l.ends_with("closed=true"), "{l}");
+    }
+}
+
+#[test]
+fn unicast_fanout_subscribers_register_and_get_everything() {
+    let publisher = format!("127.0.0.1:{}", free_port());
+    let out = run(
+        "unicast_fanout",
+        &[
+            "--publisher",
+            &publisher,
+            "--subscribers",
+            "3",
+            "--instruments",
+            "100",
+            "--rate",
+            "10000",
+            "--duration-ms",
+            "800",
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(out.contains("3 registered destinations"), "{out}");
+    check_fanout(&out, 3);
+}
+
+#[test]
+fn unicast_fanout_static_destinations_repair_losses() {
+    let publisher = format!("127.0.0.1:{}", free_port());
+    let out = run(
+        "unicast_fanout",
+        &[
+            "--publisher",
+            &publisher,
+            "--subscribers",
+            "2",
+            "--static-destinations",
+            "true",
+            "--instruments",
+            "100",
+            "--rate",
+            "10000",
+            "--duration-ms",
+            "800",
+            "--loss",
+            "0.02",
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(out.contains("2 static destinations"), "{out}");
+    check_fanout(&out, 2);
+    assert!(field(&out, "retransmits") > 0.0, "{out}");
+    for l in out.lines().filter(|l| l.starts_with("fanout: subscriber ")) {
+        assert!(field(l, "recovered") > 0.0, "{l}");
+    }
+}
