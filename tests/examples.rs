@@ -377,3 +377,40 @@ fn unicast_fanout_static_destinations_repair_losses() {
         assert!(field(l, "recovered") > 0.0, "{l}");
     }
 }
+
+#[test]
+fn embedded_bench_prints_one_json_line() {
+    let out = run(
+        "embedded_bench",
+        &[
+            "--group",
+            &group(4),
+            "--count",
+            "50000",
+            "--subscribers",
+            "2",
+            "--loss",
+            "0.02",
+        ],
+        Duration::from_secs(20),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).expect("one JSON object");
+    let n = |k: &str| {
+        v[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} is not a number in {v}"))
+    };
+    assert_eq!(v["complete"], true);
+    assert_eq!(n("delivered"), 100_000.0);
+    assert_eq!(n("lost"), 0.0);
+    assert_eq!(n("out_of_order"), 0.0);
+    assert!(n("msgs_per_sec") > 0.0 && n("elapsed_s") > 0.0, "{v}");
+    // 2% injected loss: repairs happened, and their latency was measured.
+    assert!(n("injected_drops") > 0.0 && n("retransmits") > 0.0, "{v}");
+    assert!(n("recovered") > 0.0 && n("repair_samples") > 0.0, "{v}");
+    assert!(
+        n("repair_p50_us") > 0.0 && n("repair_p50_us") <= n("repair_p99_us"),
+        "{v}"
+    );
+}
