@@ -40,8 +40,9 @@ Options (all optional):
   --stream ID             stream id                       [9]
   --instruments N         book size (grows if needed)     [300]
   --messages N            exit after N messages (0 = no limit) [0]
-  --idle-timeout-ms MS    exit after MS without a message [2000]
-  --max-duration-ms MS    exit after MS in any case       [30000]
+  --wait-ms MS            exit if no message arrives within MS of starting [30000]
+  --idle-timeout-ms MS    exit after MS without a message, once messages flow [2000]
+  --max-duration-ms MS    exit after MS in any case       [60000]
   --join first|oldest     JoinPolicy::FirstSeen / FromOldest [first]
   --loss P                drop this fraction of datagrams on receipt (demo) [0]
   --loss-deadline-ms MS   ReceiverConfig::loss_deadline   [2000]";
@@ -59,6 +60,7 @@ struct Sessions {
     restarts: u64,
 }
 
+/// Follow the feed until the publisher closes, the message limit, or a timeout.
 fn main() -> Result<(), Box<dyn Error>> {
     let mut a = Args::parse(USAGE);
     let group: String = a.get("group", "239.255.9.1:40461".to_string());
@@ -67,7 +69,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     let instruments: usize = a.get("instruments", 300);
     let max_messages: u64 = a.get("messages", 0);
     let idle_timeout = Duration::from_millis(a.get("idle-timeout-ms", 2_000));
-    let max_duration = Duration::from_millis(a.get("max-duration-ms", 30_000));
+    let wait = Duration::from_millis(a.get("wait-ms", 30_000));
+    let max_duration = Duration::from_millis(a.get("max-duration-ms", 60_000));
     let join: String = a.get("join", "first".to_string());
     let loss: f64 = a.get("loss", 0.0);
     let loss_deadline = Duration::from_millis(a.get("loss-deadline-ms", 2_000));
@@ -153,7 +156,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         if sessions.closed > 0 && sessions.live.is_empty() {
             break "publisher closed";
         }
-        if now - last_message >= idle_timeout {
+        if messages == 0 && elapsed >= wait {
+            break "no publisher";
+        }
+        if messages > 0 && now - last_message >= idle_timeout {
             break "idle timeout";
         }
         if elapsed >= max_duration {

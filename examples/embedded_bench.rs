@@ -75,6 +75,8 @@ struct PubResult {
     send_start: Instant,
 }
 
+/// The publisher thread: wait for every subscriber, send `count` messages within the
+/// flow-control window, then serve NAKs until the subscribers are done.
 fn publish(
     mut p: Publisher,
     shared: &Shared,
@@ -137,6 +139,7 @@ fn publish(
     })
 }
 
+/// Run the benchmark and print its JSON line.
 fn main() -> Result<(), Box<dyn Error>> {
     let mut a = Args::parse(USAGE);
     let group: String = a.get("group", "239.255.9.4:40464".to_string());

@@ -123,6 +123,7 @@ fn publish(
     Ok((sent, back_pressure))
 }
 
+/// Start the publisher thread, run the receive loop, print the histogram.
 fn main() -> Result<(), Box<dyn Error>> {
     let mut a = Args::parse(USAGE);
     let group: String = a.get("group", "239.255.9.2:40462".to_string());

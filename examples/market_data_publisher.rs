@@ -64,6 +64,7 @@ struct Opts {
     seed: u64,
 }
 
+/// Parse the command line into [`Opts`].
 fn parse_opts() -> Result<Opts, Box<dyn Error>> {
     let mut a = Args::parse(USAGE);
     let group: String = a.get("group", "239.255.9.1:40461".to_string());
@@ -141,6 +142,7 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Open a publisher (a new session) on `source_port` (0: ephemeral).
 fn open(opts: &Opts, source_port: u16) -> Result<Publisher, Box<dyn Error>> {
     let mut po = PublisherOptions::new(opts.channel.clone());
     po.socket.source_port = source_port;
@@ -178,6 +180,7 @@ fn accumulate(total: &mut PublisherStats, s: &PublisherStats) {
     total.back_pressure += s.back_pressure;
 }
 
+/// Publish for the configured duration, then report.
 fn main() -> Result<(), Box<dyn Error>> {
     let opts = parse_opts()?;
     let mut publisher = open(&opts, 0)?;

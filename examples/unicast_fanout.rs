@@ -112,12 +112,14 @@ fn offer(p: &mut Publisher, msg: &[u8], back_pressure: &mut u64) -> Result<(), B
     }
 }
 
+/// Wall-clock nanoseconds: the exchange timestamp in every message.
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Start the subscribers, wait for registration, publish, report per subscriber.
 fn main() -> Result<(), Box<dyn Error>> {
     let mut a = Args::parse(USAGE);
     let endpoint: SocketAddr = a.get("publisher", "127.0.0.1:40463".parse::<SocketAddr>()?);
