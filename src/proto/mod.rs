@@ -13,6 +13,7 @@ pub mod wire;
 
 pub use publisher::{OfferError, Publisher, PublisherConfig, PublisherStats};
 pub use receiver::{
-    Event, JoinPolicy, LossReason, OwnedEvent, Receiver, ReceiverConfig, ReceiverStats, SourceId,
+    Event, JoinPolicy, LossReason, OwnedEvent, Receiver, ReceiverConfig, ReceiverFootprint,
+    ReceiverStats, SourceId,
 };
 pub use transmit::{Destination, Transmit};

@@ -251,6 +251,18 @@ impl Publisher {
         self.ring.oldest_seq()
     }
 
+    /// Repairs queued and not yet sent (at most
+    /// [`PublisherConfig::max_queued_repairs`]).
+    pub fn queued_repairs(&self) -> usize {
+        self.repairs.len()
+    }
+
+    /// Unicast destinations added by STATUS (at most
+    /// [`PublisherConfig::max_destinations`]; static ones are not counted).
+    pub fn dynamic_destinations(&self) -> usize {
+        self.dynamic_destinations
+    }
+
     /// Every unicast destination, static and dynamic, in no particular order.
     ///
     /// In unicast mode a [`Destination::Group`] transmit goes to each of these (and, if the
