@@ -548,13 +548,23 @@ impl Publisher {
                 let start = start.max(end.saturating_sub(wire::MAX_RANGE_SPAN));
                 self.pending_unavailable = Some(SeqRange::new(start, end));
             }
-            let mut seq = range.start.max(oldest);
             let end = range.end.min(sent_end);
-            while seq < end && budget > 0 {
-                let Some(i) = self.ring.find(seq) else { break };
-                budget -= 1;
+            let start = range.start.max(oldest);
+            if start >= end || budget == 0 {
+                continue;
+            }
+            // Retained frames hold consecutive sequence numbers: one lookup, then walk the
+            // index (a flood of whole-ring NAKs costs a step per frame, not a search).
+            let Some(mut i) = self.ring.find(start) else {
+                continue;
+            };
+            while i < self.ring.len() && budget > 0 {
                 let entry = self.ring.entry_mut(i);
-                seq = entry.end_seq;
+                if entry.first_seq >= end {
+                    break;
+                }
+                budget -= 1;
+                i += 1;
                 if entry.repair_queued {
                     continue;
                 }
