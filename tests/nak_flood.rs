@@ -253,3 +253,126 @@ fn nak_flood_is_capped_and_honest_subscribers_get_everything() {
         assert_eq!((seen.losses, seen.out_of_order), (0, 0), "{seen:?}");
     }
 }
+
+/// Latency of two honest subscribers, unloaded vs. under the NAK flood, in alternating
+/// phases (so drift on a shared machine hits both alike): a publisher thread offers a
+/// 64-byte message every 200 µs and polls; each subscriber blocks in `recv_timeout` and
+/// records send-to-delivery time. Prints p50/p99/p99.9/max for each and the p99 ratio.
+/// `NAKCAST_FLOOD_PHASES` (default 6) phases of `NAKCAST_FLOOD_PHASE_MS` (default 2000).
+#[test]
+#[ignore = "measurement: cargo test --release --test nak_flood -- --ignored --nocapture"]
+fn latency_p99_loaded_vs_unloaded() {
+    use hdrhistogram::Histogram;
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let phases = env("NAKCAST_FLOOD_PHASES", 6);
+    let phase = Duration::from_millis(env("NAKCAST_FLOOD_PHASE_MS", 2000));
+    let ch = channel(1);
+    let base = Instant::now();
+    let loaded = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let subs: Vec<JoinHandle<(Histogram<u64>, Histogram<u64>, Seen)>> = (0..2)
+        .map(|_| {
+            let mut sub = Subscriber::new(SubscriberOptions::new(ch.clone())).unwrap();
+            let (loaded, done) = (loaded.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut h = [
+                    Histogram::<u64>::new(3).unwrap(),
+                    Histogram::<u64>::new(3).unwrap(),
+                ];
+                let mut seen = Seen::default();
+                while !done.load(Ordering::Relaxed) {
+                    sub.recv_timeout(
+                        &mut |e| {
+                            if let Event::Message { payload, .. } = e {
+                                let sent = u64::from_le_bytes(payload[8..16].try_into().unwrap());
+                                let ns = (base.elapsed().as_nanos() as u64).saturating_sub(sent);
+                                let i = usize::from(loaded.load(Ordering::Relaxed));
+                                h[i].record(ns / 1000).unwrap();
+                            }
+                            seen.on(e);
+                        },
+                        Duration::from_millis(1),
+                    )
+                    .unwrap();
+                }
+                let [a, b] = h;
+                (a, b, seen)
+            })
+        })
+        .collect();
+    let mut opts = PublisherOptions::new(ch.clone());
+    opts.protocol.retransmit_rate = RATE;
+    opts.protocol.retransmit_burst = BURST;
+    let mut publisher = Publisher::new(opts).unwrap();
+    let nak = whole_ring_nak(publisher.session(), 7);
+    let to = publisher.local_addr();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut seq = 0u64;
+    let mut naks = [0u64; 2];
+    for p in 0..phases {
+        let flood = p % 2 == 1;
+        let stop = Arc::new(AtomicBool::new(false));
+        let forging = flood.then(|| forger(to, nak.clone(), stop.clone()));
+        let naks_before = publisher.stats().naks_received;
+        loaded.store(flood, Ordering::Relaxed);
+        let end = Instant::now() + phase;
+        let mut next = Instant::now();
+        while Instant::now() < end {
+            if publisher.offer(&message(seq, base, 64)).is_ok() {
+                seq += 1;
+            }
+            publisher.poll().unwrap();
+            next += Duration::from_micros(200);
+            while Instant::now() < next {
+                publisher.poll().unwrap();
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+        // Let the phase's last messages arrive before switching.
+        let settle = Instant::now() + Duration::from_millis(20);
+        while Instant::now() < settle {
+            publisher.poll().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        if let Some(f) = forging {
+            f.join().unwrap();
+        }
+        naks[usize::from(flood)] += publisher.stats().naks_received - naks_before;
+    }
+    let drain = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < drain {
+        publisher.poll().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    let stats = *publisher.stats();
+    println!(
+        "{seq} messages, {} NAKs received while loaded ({} unloaded), {} B retransmitted",
+        naks[1], naks[0], stats.retransmit_bytes
+    );
+    for (i, s) in subs.into_iter().enumerate() {
+        let (quiet, flood, seen) = s.join().unwrap();
+        let row = |h: &Histogram<u64>| {
+            format!(
+                "n={} p50={}us p99={}us p99.9={}us max={}us",
+                h.len(),
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999),
+                h.max()
+            )
+        };
+        println!("subscriber {i} unloaded: {}", row(&quiet));
+        println!("subscriber {i} loaded:   {}", row(&flood));
+        println!(
+            "subscriber {i} p99 loaded/unloaded = {:.2}; {seen:?}",
+            flood.value_at_quantile(0.99) as f64 / quiet.value_at_quantile(0.99).max(1) as f64
+        );
+        assert_eq!(seen.messages, seq, "{seen:?}");
+        assert_eq!(seen.losses, 0);
+    }
+}
