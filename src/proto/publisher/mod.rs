@@ -52,6 +52,10 @@ pub enum OfferError {
     MessageTooLarge,
     /// The publisher was closed.
     Closed,
+    /// The message's fragments would take the session past the last sequence number
+    /// (sequence numbers never wrap; a frame must end at or below `u64::MAX`). Start a new
+    /// session (a new publisher).
+    SequenceSpaceExhausted,
 }
 
 impl fmt::Display for OfferError {
@@ -61,6 +65,7 @@ impl fmt::Display for OfferError {
             Self::RateLimited(_) => f.write_str("back-pressure: send rate limit reached"),
             Self::MessageTooLarge => f.write_str("message larger than max_message_size"),
             Self::Closed => f.write_str("publisher is closed"),
+            Self::SequenceSpaceExhausted => f.write_str("the session's sequence space is used up"),
         }
     }
 }
@@ -406,6 +411,12 @@ impl Publisher {
         }
         let room = self.fragment_room();
         let frames = msg.len().div_ceil(room).max(1);
+        // One sequence number per fragment, and a frame's end (one past its last fragment)
+        // must fit a u64: refuse rather than wrap (found by fuzzing, initial_seq near the
+        // end of the space).
+        if u64::MAX - self.next_seq < frames as u64 {
+            return Err(OfferError::SequenceSpaceExhausted);
+        }
         let bytes = msg.len() + frames * (wire::FRAGMENT_HEADER_LEN + DataFrameWriter::EMPTY_LEN);
         if self.unsent_bytes + bytes > self.cfg.max_unsent_bytes()
             || self.unsent_frames + frames + 1 > self.cfg.max_unsent_frames()

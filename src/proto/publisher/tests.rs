@@ -268,6 +268,33 @@ fn one_nak_causes_bounded_retransmission() {
 
 const MAX_RANGES_ALL: u64 = wire::MAX_RANGES as u64;
 
+/// Found by cargo-fuzz: with `initial_seq` near the end of the sequence space, offering
+/// past it overflowed `next_seq` (and in release builds broke the ring's "unsent frames are
+/// never evicted" invariant, a panic). Now the offer is refused and nothing is queued.
+#[test]
+fn offers_past_the_end_of_the_sequence_space_are_refused() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        initial_seq: u64::MAX - 3,
+        mtu: 200,
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 1, now);
+    assert_eq!(p.offer(now, b"a"), Ok(u64::MAX - 3));
+    assert_eq!(p.offer(now, b"b"), Ok(u64::MAX - 2));
+    // Three fragments would need sequence numbers up to u64::MAX: refused.
+    assert_eq!(
+        p.offer(now, &[0; 400]),
+        Err(OfferError::SequenceSpaceExhausted)
+    );
+    assert_eq!(p.offer(now, b"c"), Ok(u64::MAX - 1));
+    assert_eq!(p.offer(now, b"d"), Err(OfferError::SequenceSpaceExhausted));
+    let frames = drain(&mut p, now);
+    let d = data(&frames[0]);
+    assert_eq!((d.first_seq, d.end_seq()), (u64::MAX - 3, u64::MAX));
+    assert_eq!(p.next_seq(), u64::MAX);
+}
+
 #[test]
 fn heartbeats_back_off_while_idle_and_close_repeats() {
     let now = t0();
