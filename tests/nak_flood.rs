@@ -275,7 +275,8 @@ fn latency_p99_loaded_vs_unloaded() {
     let base = Instant::now();
     let loaded = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
-    let subs: Vec<JoinHandle<(Histogram<u64>, Histogram<u64>, Seen)>> = (0..2)
+    type Latencies = (Histogram<u64>, Histogram<u64>, Seen);
+    let subs: Vec<JoinHandle<Latencies>> = (0..2)
         .map(|_| {
             let mut sub = Subscriber::new(SubscriberOptions::new(ch.clone())).unwrap();
             let (loaded, done) = (loaded.clone(), done.clone());
