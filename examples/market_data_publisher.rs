@@ -130,7 +130,10 @@ fn offer(p: &mut Publisher, msg: &[u8], c: &mut Counters) -> Result<(), Box<dyn 
             Err(e @ OfferError::MessageTooLarge) => {
                 return Err(format!("{e}: the feed encoding is broken").into());
             }
-            Err(e @ OfferError::Closed) => return Err(e.into()),
+            // Closed, or the 64-bit sequence space used up (a restart begins a new session).
+            Err(e @ (OfferError::Closed | OfferError::SequenceSpaceExhausted)) => {
+                return Err(e.into());
+            }
         }
     }
 }

@@ -468,6 +468,11 @@ fn offer_blocking(p: &mut Publisher, msg: &[u8], deferred: bool) -> Result<u64, 
             Err(OfferError::Closed) => {
                 return Err(CliError::Failed("publisher closed".into()));
             }
+            Err(OfferError::SequenceSpaceExhausted) => {
+                return Err(CliError::Failed(
+                    "the session's sequence space is used up".into(),
+                ));
+            }
         }
     }
 }

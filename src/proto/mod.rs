@@ -16,7 +16,7 @@ pub mod wire;
 pub use auth::{AuthConfig, AuthKey, Keyring};
 pub use publisher::{OfferError, Publisher, PublisherConfig, PublisherStats};
 pub use receiver::{
-    Event, JoinPolicy, LossReason, OwnedEvent, Receiver, ReceiverConfig, ReceiverStats,
-    RepairLatency, SourceId,
+    Event, JoinPolicy, LossReason, OwnedEvent, Receiver, ReceiverConfig, ReceiverFootprint,
+    ReceiverStats, RepairLatency, SourceId,
 };
 pub use transmit::{Destination, Transmit};

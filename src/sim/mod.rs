@@ -11,6 +11,7 @@
 //! loss) and a *return link* for its NAKs.
 
 mod check;
+pub mod hostile;
 mod network;
 
 pub use check::{CheckError, Checker, SessionRecord};

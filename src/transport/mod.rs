@@ -21,7 +21,7 @@ pub use channel::{Channel, ChannelParseError};
 pub use driver::{EventIter, SharedPublisher, SubscriberThread};
 pub use error::Error;
 pub use idle::IdleStrategy;
-pub use publisher::{Publisher, PublisherOptions};
+pub use publisher::{MAX_RECEIVED_PER_POLL, Publisher, PublisherOptions};
 pub use socket::{
     BufferSizes, Interface, OpenedSocket, ResolvedInterface, SocketConfig, SocketWarning,
     TransportError, open_multicast_receiver, open_reply_receiver, open_sender,

@@ -12,6 +12,11 @@ use super::socket::{self, SocketConfig, SocketWarning};
 use crate::proto::publisher::{OfferError, Publisher as Core, PublisherConfig, PublisherStats};
 use crate::proto::transmit::Destination;
 
+/// Most datagrams one [`Publisher::poll`] receives (two receive batches): a NAK flood
+/// then costs each poll a bounded amount of work, and the rest waits in the socket buffer
+/// (or is dropped by the kernel when that is full).
+pub const MAX_RECEIVED_PER_POLL: usize = 64;
+
 /// Everything a [`Publisher`] needs; plain data with defaults, loadable from TOML/JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublisherOptions {
@@ -187,20 +192,20 @@ impl Publisher {
         self.now
     }
 
-    /// One duty cycle: receive NAKs, send repairs, heartbeats and anything queued. Returns
-    /// the work done (datagrams received plus sent), for idle strategies.
+    /// One duty cycle: receive NAKs (at most [`MAX_RECEIVED_PER_POLL`]), send repairs,
+    /// heartbeats and anything queued. Returns the work done (datagrams received plus sent),
+    /// for idle strategies.
     pub fn poll(&mut self) -> Result<usize, Error> {
         let now = self.clock();
         let mut work = 0;
-        loop {
+        // Bounded: NAKs arriving faster than they are handled (a flood) must not keep this
+        // call from returning, or the application could never offer again.
+        while work < MAX_RECEIVED_PER_POLL {
             match self.recv.recv(self.replies.as_ref().unwrap_or(&self.data)) {
                 Ok(n) => {
                     work += n;
                     for d in self.recv.iter().flatten() {
                         self.core.handle_datagram(now, d.source, d.payload);
-                    }
-                    if work >= self.recv.capacity() * 4 {
-                        break; // Bounded work per cycle under a NAK flood.
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,

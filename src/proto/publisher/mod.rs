@@ -53,6 +53,10 @@ pub enum OfferError {
     MessageTooLarge,
     /// The publisher was closed.
     Closed,
+    /// The message's fragments would take the session past the last sequence number
+    /// (sequence numbers never wrap; a frame must end at or below `u64::MAX`). Start a new
+    /// session (a new publisher).
+    SequenceSpaceExhausted,
 }
 
 impl fmt::Display for OfferError {
@@ -62,6 +66,7 @@ impl fmt::Display for OfferError {
             Self::RateLimited(_) => f.write_str("back-pressure: send rate limit reached"),
             Self::MessageTooLarge => f.write_str("message larger than max_message_size"),
             Self::Closed => f.write_str("publisher is closed"),
+            Self::SequenceSpaceExhausted => f.write_str("the session's sequence space is used up"),
         }
     }
 }
@@ -265,6 +270,18 @@ impl Publisher {
         self.ring.oldest_seq()
     }
 
+    /// Repairs queued and not yet sent (at most
+    /// [`PublisherConfig::max_queued_repairs`]).
+    pub fn queued_repairs(&self) -> usize {
+        self.repairs.len()
+    }
+
+    /// Unicast destinations added by STATUS (at most
+    /// [`PublisherConfig::max_destinations`]; static ones are not counted).
+    pub fn dynamic_destinations(&self) -> usize {
+        self.dynamic_destinations
+    }
+
     /// Every unicast destination, static and dynamic, in no particular order.
     ///
     /// In unicast mode a [`Destination::Group`] transmit goes to each of these (and, if the
@@ -414,6 +431,12 @@ impl Publisher {
         }
         let room = self.fragment_room();
         let frames = msg.len().div_ceil(room).max(1);
+        // One sequence number per fragment, and a frame's end (one past its last fragment)
+        // must fit a u64: refuse rather than wrap (found by fuzzing, initial_seq near the
+        // end of the space).
+        if u64::MAX - self.next_seq < frames as u64 {
+            return Err(OfferError::SequenceSpaceExhausted);
+        }
         let bytes = msg.len() + frames * (wire::FRAGMENT_HEADER_LEN + DataFrameWriter::EMPTY_LEN);
         if self.unsent_bytes + bytes > self.cfg.max_unsent_bytes()
             || self.unsent_frames + frames + 1 > self.cfg.max_unsent_frames()
@@ -564,13 +587,23 @@ impl Publisher {
                 let start = start.max(end.saturating_sub(wire::MAX_RANGE_SPAN));
                 self.pending_unavailable = Some(SeqRange::new(start, end));
             }
-            let mut seq = range.start.max(oldest);
             let end = range.end.min(sent_end);
-            while seq < end && budget > 0 {
-                let Some(i) = self.ring.find(seq) else { break };
-                budget -= 1;
+            let start = range.start.max(oldest);
+            if start >= end || budget == 0 {
+                continue;
+            }
+            // Retained frames hold consecutive sequence numbers: one lookup, then walk the
+            // index (a flood of whole-ring NAKs costs a step per frame, not a search).
+            let Some(mut i) = self.ring.find(start) else {
+                continue;
+            };
+            while i < self.ring.len() && budget > 0 {
                 let entry = self.ring.entry_mut(i);
-                seq = entry.end_seq;
+                if entry.first_seq >= end {
+                    break;
+                }
+                budget -= 1;
+                i += 1;
                 if entry.repair_queued {
                     continue;
                 }

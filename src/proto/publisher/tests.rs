@@ -219,6 +219,82 @@ fn nak_flood_cannot_exceed_the_retransmit_cap() {
     assert!(bytes > cap / 2, "repairs still flow: {bytes}");
 }
 
+/// One NAK naming everything (64 ranges of 2^32 from 0) causes at most
+/// `max_frames_examined_per_nak` repairs, each frame at most once, however long the
+/// publisher then runs; a copy of it within the repair linger causes none.
+#[test]
+fn one_nak_causes_bounded_retransmission() {
+    for (examined, queued) in [(1024, 1024), (10, 1024), (1024, 50)] {
+        let now = t0();
+        let cfg = PublisherConfig {
+            max_frames_examined_per_nak: examined,
+            max_queued_repairs: queued,
+            ..PublisherConfig::default()
+        };
+        let mut p = Publisher::new(cfg, 3, now);
+        for _ in 0..5000 {
+            p.offer(now, &[1; 1000]).unwrap();
+            drain(&mut p, now);
+        }
+        let ranges: Vec<SeqRange> = (0..MAX_RANGES_ALL)
+            .map(|i| SeqRange::new(i * wire::MAX_RANGE_SPAN, (i + 1) * wire::MAX_RANGE_SPAN))
+            .collect();
+        let everything = nak(&p, &ranges);
+        p.handle_datagram(now, peer(), &everything);
+        let bound = examined.min(queued);
+        assert_eq!(p.queued_repairs(), bound);
+        // The copy arrives while those repairs are queued: nothing more.
+        p.handle_datagram(now + us(1), peer(), &everything);
+        let mut seqs = Vec::new();
+        let mut t = now;
+        for _ in 0..2000 {
+            t += us(100);
+            for f in drain(&mut p, t) {
+                if f.len() > 100 {
+                    let d = data(&f);
+                    assert!(d.is_retransmit());
+                    seqs.push(d.first_seq);
+                }
+            }
+        }
+        let mut unique = seqs.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), seqs.len(), "a frame repaired twice");
+        assert_eq!(seqs.len(), bound, "examined {examined}, queue {queued}");
+        assert_eq!(p.stats().retransmits, bound as u64);
+        assert!(p.stats().retransmit_bytes <= (bound * p.config().mtu) as u64);
+    }
+}
+
+const MAX_RANGES_ALL: u64 = wire::MAX_RANGES as u64;
+
+/// Found by cargo-fuzz: with `initial_seq` near the end of the sequence space, offering
+/// past it overflowed `next_seq` (and in release builds broke the ring's "unsent frames are
+/// never evicted" invariant, a panic). Now the offer is refused and nothing is queued.
+#[test]
+fn offers_past_the_end_of_the_sequence_space_are_refused() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        initial_seq: u64::MAX - 3,
+        mtu: 200,
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 1, now);
+    assert_eq!(p.offer(now, b"a"), Ok(u64::MAX - 3));
+    assert_eq!(p.offer(now, b"b"), Ok(u64::MAX - 2));
+    // Three fragments would need sequence numbers up to u64::MAX: refused.
+    assert_eq!(
+        p.offer(now, &[0; 400]),
+        Err(OfferError::SequenceSpaceExhausted)
+    );
+    assert_eq!(p.offer(now, b"c"), Ok(u64::MAX - 1));
+    assert_eq!(p.offer(now, b"d"), Err(OfferError::SequenceSpaceExhausted));
+    let frames = drain(&mut p, now);
+    let d = data(&frames[0]);
+    assert_eq!((d.first_seq, d.end_seq()), (u64::MAX - 3, u64::MAX));
+    assert_eq!(p.next_seq(), u64::MAX);
+}
+
 #[test]
 fn heartbeats_back_off_while_idle_and_close_repeats() {
     let now = t0();

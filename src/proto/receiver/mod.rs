@@ -299,7 +299,7 @@ pub struct ReceiverStats {
     pub recovered: u64,
     /// Missing fragments that arrived before their NAK was sent (reordering).
     pub reordered: u64,
-    /// Sequence numbers reported lost.
+    /// Sequence numbers reported lost (saturating: forged windows can name nearly 2^64).
     pub lost_fragments: u64,
     /// `Loss` events.
     pub loss_events: u64,
@@ -317,6 +317,31 @@ pub struct ReceiverStats {
     pub closes: u64,
     /// Publishers timed out.
     pub inactive: u64,
+}
+
+/// The size of a receiver's state, to check that hostile input cannot grow it past the
+/// configured limits: read it with [`Receiver::footprint`].
+///
+/// Bounds, per [`ReceiverConfig`]: `sources <= max_sources`; gaps per source about the
+/// reorder window at most (a gap is split only by a fragment held in the window, at the NAK
+/// limit or at a loss bound); `held_bytes <= reorder_bytes`; the reorder window's buffers
+/// at most `2 x reorder_bytes` plus one fragment, and the reassembly buffer at most about
+/// `2 x max_message_size`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiverFootprint {
+    /// Publishers tracked, tombstones included.
+    pub sources: usize,
+    /// Gaps tracked, summed over sources.
+    pub gaps: usize,
+    /// The most gaps tracked for one source.
+    pub max_gaps: usize,
+    /// The most out-of-order payload bytes held for one source.
+    pub max_held_bytes: usize,
+    /// Heap bytes of payload buffers (reorder window slots and reassembly), summed over
+    /// sources.
+    pub buffer_bytes: usize,
+    /// The most payload-buffer bytes allocated for one source.
+    pub max_buffer_bytes: usize,
 }
 
 /// STATUS schedule for one `status_to` address.
@@ -398,6 +423,23 @@ impl Receiver {
     /// Number of publishers tracked (including closed ones kept as tombstones).
     pub fn source_count(&self) -> usize {
         self.sources.len()
+    }
+
+    /// The size of the state kept for the publishers tracked (see [`ReceiverFootprint`]
+    /// for the bounds). Linear in the number of sources.
+    pub fn footprint(&self) -> ReceiverFootprint {
+        let mut f = ReceiverFootprint {
+            sources: self.sources.len(),
+            ..ReceiverFootprint::default()
+        };
+        for s in &self.sources {
+            f.gaps += s.gap_count();
+            f.max_gaps = f.max_gaps.max(s.gap_count());
+            f.max_held_bytes = f.max_held_bytes.max(s.held_bytes());
+            f.buffer_bytes += s.buffer_bytes();
+            f.max_buffer_bytes = f.max_buffer_bytes.max(s.buffer_bytes());
+        }
+        f
     }
 
     /// Stop asking for the stream (unicast mode): the next `poll_transmit` calls send one

@@ -100,7 +100,7 @@ impl Assembler {
                 // Never silent: the whole message is reported, in sequence order.
                 stats.oversized_messages += 1;
                 stats.discarded_fragments += self.frags;
-                stats.lost_fragments += seq + 1 - self.seq;
+                stats.lost_fragments = stats.lost_fragments.saturating_add(seq + 1 - self.seq);
                 stats.loss_events += 1;
                 let range = SeqRange::new(self.seq, seq + 1);
                 self.active = false;
@@ -400,7 +400,8 @@ impl Source {
                     let (range, reason) = (g.range, g.lost.expect("checked"));
                     self.gaps.pop_front();
                     self.assembler.reset(ctx.stats);
-                    ctx.stats.lost_fragments += range.len();
+                    // Saturating: forged windows can report ranges of nearly 2^64.
+                    ctx.stats.lost_fragments = ctx.stats.lost_fragments.saturating_add(range.len());
                     ctx.stats.loss_events += 1;
                     on_event(Event::Loss {
                         source: self.id,
@@ -596,8 +597,17 @@ impl Source {
     }
 
     /// Number of gaps tracked (bounded by the reorder window).
-    #[cfg(test)]
     pub fn gap_count(&self) -> usize {
         self.gaps.len()
+    }
+
+    /// Out-of-order payload bytes held.
+    pub fn held_bytes(&self) -> usize {
+        self.window.bytes()
+    }
+
+    /// Heap bytes of payload buffers: reorder window slots and the reassembly buffer.
+    pub fn buffer_bytes(&self) -> usize {
+        self.window.allocated() + self.assembler.buf.capacity()
     }
 }

@@ -1,7 +1,12 @@
 //! The reorder window: fragments that arrived ahead of delivery, held until their turn.
 //!
 //! A fixed ring of slots indexed by `seq % capacity`. Each slot keeps its byte buffer after
-//! use, so once warmed up, buffering and delivering allocate nothing.
+//! use, so once warmed up, buffering and delivering allocate nothing. What the slots keep
+//! allocated is bounded too (twice the byte budget plus one fragment): a sender that makes
+//! every slot grow to a large fragment in turn (each held only briefly, so the byte budget
+//! never binds) would otherwise leave `capacity` large buffers behind — about 1 GiB per
+//! source with 64 KiB datagrams. When growing a slot would pass that bound, the buffers of
+//! idle slots are released first.
 
 use std::time::Instant;
 
@@ -23,6 +28,8 @@ pub struct ReorderWindow {
     mask: u64,
     bytes: usize,
     max_bytes: usize,
+    /// Sum of the slots' buffer capacities.
+    allocated: usize,
 }
 
 impl ReorderWindow {
@@ -34,6 +41,7 @@ impl ReorderWindow {
             mask: capacity as u64 - 1,
             bytes: 0,
             max_bytes,
+            allocated: 0,
         }
     }
 
@@ -45,6 +53,12 @@ impl ReorderWindow {
     /// Payload bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Bytes allocated by the slots' buffers: at most twice the byte budget plus the
+    /// largest fragment stored.
+    pub fn allocated(&self) -> usize {
+        self.allocated
     }
 
     /// Whether `seq` is held.
@@ -60,16 +74,40 @@ impl ReorderWindow {
         if self.bytes + payload.len() > self.max_bytes {
             return false;
         }
-        let s = &mut self.slots[(seq & self.mask) as usize];
+        let i = (seq & self.mask) as usize;
+        let grow = payload.len().saturating_sub(self.slots[i].data.capacity());
+        if grow > 0 && self.allocated + grow > self.max_bytes.saturating_mul(2) {
+            self.release_idle();
+        }
+        let s = &mut self.slots[i];
         debug_assert!(!s.present);
         s.seq = seq;
         s.present = true;
         s.flags = flags;
         s.repaired = None;
         s.data.clear();
+        let before = s.data.capacity();
+        // Exact, so that the bound above holds for what is really allocated.
+        s.data.reserve_exact(payload.len());
         s.data.extend_from_slice(payload);
+        self.allocated += s.data.capacity() - before;
         self.bytes += payload.len();
         true
+    }
+
+    /// Free the buffers of the slots that hold nothing and trim those that hold more room
+    /// than their fragment: what stays allocated is then about what is held, at most the
+    /// byte budget. Linear in the window's capacity, and needed at most once per byte
+    /// budget of growth.
+    fn release_idle(&mut self) {
+        for s in &mut self.slots {
+            if !s.present {
+                s.data = Vec::new();
+            } else if s.data.capacity() > s.data.len() {
+                s.data.shrink_to_fit();
+            }
+        }
+        self.allocated = self.slots.iter().map(|s| s.data.capacity()).sum();
     }
 
     /// Note that the held fragment `seq` was recovered after a NAK, for a gap detected at
@@ -97,5 +135,34 @@ impl ReorderWindow {
             s.present = false;
         }
         self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_grown_in_turn_do_not_keep_more_than_twice_the_budget() {
+        let budget = 64 << 10;
+        let mut w = ReorderWindow::new(1024, budget);
+        let big = vec![7u8; 16 << 10];
+        // Each slot in turn holds one large fragment, briefly: the byte budget never binds.
+        for seq in 0..4096u64 {
+            assert!(w.store(seq, 3, &big));
+            assert_eq!(w.take(seq).1.len(), big.len());
+            assert!(
+                w.allocated() <= 2 * budget + big.len(),
+                "{} after {seq}",
+                w.allocated()
+            );
+        }
+        // Held fragments survive a release, byte for byte.
+        for seq in 4096..4099u64 {
+            assert!(w.store(seq, 1, &[seq as u8; 15_000]));
+        }
+        assert!(w.store(5000, 2, &big));
+        assert_eq!(w.take(4097), (1, &[4097u64 as u8; 15_000][..], None));
+        assert_eq!(w.bytes(), 2 * 15_000 + big.len());
     }
 }
