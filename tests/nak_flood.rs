@@ -23,28 +23,15 @@ use nakcast::proto::wire::{
 };
 use nakcast::transport::open_multicast_receiver;
 use nakcast::{
-    Channel, Event, Interface, Publisher, PublisherOptions, SocketConfig, Subscriber,
-    SubscriberOptions,
+    Channel, Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions,
 };
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod support;
 
 /// A channel on a group of its own (239.255.210-219.x, unused by other tests) and a free
 /// port, on loopback.
 fn channel(tag: u8) -> Channel {
-    let port = free_port();
-    let endpoint: SocketAddr = format!("239.255.{}.{}:{port}", 210 + tag, port % 250 + 1)
-        .parse()
-        .unwrap();
-    Channel::new(endpoint)
-        .with_interface(Interface::Addr("127.0.0.1".parse().unwrap()))
-        .with_stream(7)
+    support::loopback_channel(210 + tag)
 }
 
 /// A NAK for everything from sequence 0 on: 64 ranges of the largest span.

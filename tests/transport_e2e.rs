@@ -3,7 +3,7 @@
 //! Every test uses its own group and a free port, and is bounded in time.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -13,23 +13,12 @@ use nakcast::{
     Subscriber, SubscriberOptions,
 };
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod support;
+use support::free_port;
 
 /// A channel on a group unique to this test and a free port, on loopback.
 fn channel(group_byte: u8) -> Channel {
-    let port = free_port();
-    let endpoint: SocketAddr = format!("239.255.{}.{}:{port}", 100 + group_byte, port % 250 + 1)
-        .parse()
-        .unwrap();
-    Channel::new(endpoint)
-        .with_interface(Interface::Addr("127.0.0.1".parse().unwrap()))
-        .with_stream(7)
+    support::loopback_channel(100 + group_byte)
 }
 
 fn payload_byte(seq: u64, i: usize) -> u8 {
