@@ -674,17 +674,8 @@ impl SendBatch {
         dest: Option<SocketAddr>,
         encode: F,
     ) -> Result<(), PushError> {
-        let i = self.free_slot()?;
-        let cap = self.cap;
-        let n = encode(&mut self.buf[i * cap..(i + 1) * cap]);
-        assert!(n <= cap, "encoder wrote {n} bytes into a {cap}-byte slot");
-        self.lens[i] = n;
-        self.dest_lens[i] = match dest {
-            Some(a) => write_sockaddr(&a, &mut self.dests[i]),
-            None => 0,
-        };
-        self.tail += 1;
-        Ok(())
+        self.push_from(|slot| Some((encode(slot), dest)))
+            .map(|_| ())
     }
 
     /// Queues a datagram that `fill` encodes in place, choosing its destination as it

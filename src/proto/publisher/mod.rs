@@ -638,15 +638,9 @@ impl Publisher {
     /// Like [`poll_transmit`](Self::poll_transmit), but the open frame stays open (whatever
     /// the linger) and keeps filling: only frames already full go out. For natural batching,
     /// when the application offers faster than frames are sent: see
-    /// [`has_full_frames`](Self::has_full_frames).
+    /// [`full_frames`](Self::full_frames).
     pub fn poll_transmit_full(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.poll_transmit_inner(now, buf, false)
-    }
-
-    /// Whether frames that filled up (sealed, not yet sent) are waiting for
-    /// `poll_transmit`.
-    pub fn has_full_frames(&self) -> bool {
-        self.unsent_frames > 0
     }
 
     /// How many sealed frames are waiting for `poll_transmit`.

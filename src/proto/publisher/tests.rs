@@ -670,7 +670,7 @@ fn poll_transmit_full_sends_only_full_frames_and_keeps_the_open_one_filling() {
     assert_eq!(rest.len(), 1);
     let d = data(&rest[0]);
     assert_eq!((d.first_seq, d.first_seq + u64::from(d.count)), (next, 100));
-    assert!(!p.has_open_frame() && !p.has_full_frames());
+    assert!(!p.has_open_frame() && p.full_frames() == 0);
 }
 
 // ---- Authenticated frames ----
