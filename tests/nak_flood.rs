@@ -46,8 +46,16 @@ fn whole_ring_nak(session: u64, stream: u32) -> Vec<u8> {
 }
 
 /// A thread sending `nak` to `to` in a tight loop until `stop`; returns how many it sent.
-fn forger(to: SocketAddr, nak: Vec<u8>, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
+fn forger(
+    to: SocketAddr,
+    nak: Vec<u8>,
+    stop: Arc<AtomicBool>,
+    core: Option<core_affinity::CoreId>,
+) -> JoinHandle<u64> {
     std::thread::spawn(move || {
+        if let Some(c) = core {
+            core_affinity::set_for_current(c);
+        }
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut sent = 0u64;
         while !stop.load(Ordering::Relaxed) {
@@ -177,6 +185,7 @@ fn nak_flood_is_capped_and_honest_subscribers_get_everything() {
         publisher.local_addr(),
         whole_ring_nak(publisher.session(), 7),
         stop.clone(),
+        None,
     );
     let flood_start = Instant::now();
     let before = *publisher.stats();
@@ -241,11 +250,17 @@ fn nak_flood_is_capped_and_honest_subscribers_get_everything() {
     }
 }
 
-/// Latency of two honest subscribers, unloaded vs. under the NAK flood, in alternating
-/// phases (so drift on a shared machine hits both alike): a publisher thread offers a
-/// 64-byte message every 200 µs and polls; each subscriber blocks in `recv_timeout` and
-/// records send-to-delivery time. Prints p50/p99/p99.9/max for each and the p99 ratio.
-/// `NAKCAST_FLOOD_PHASES` (default 6) phases of `NAKCAST_FLOOD_PHASE_MS` (default 2000).
+/// Latency of two honest subscribers in three kinds of phase, alternating (so drift on a
+/// shared machine hits them alike): *quiet*; *sink*, where the forging thread floods a
+/// socket nobody reads (the same CPU and kernel load as a flood, no NAK reaches the
+/// publisher: what sharing a 2-core machine with a spinning sender costs); and *flood*,
+/// where the whole-ring NAKs go to the publisher. A publisher thread offers a 64-byte
+/// message every 200 µs and polls; each subscriber blocks in `recv_timeout` and records
+/// send-to-delivery time. Prints p50/p99/p99.9/max per phase kind and the p99 ratios.
+/// `NAKCAST_FLOOD_ROUNDS` (default 2) rounds of the three phases, each
+/// `NAKCAST_FLOOD_PHASE_MS` (default 2000) long. `NAKCAST_FLOOD_PIN=1` pins the forging
+/// thread to the last CPU and everything else to the others, as when the attacker is
+/// another host (a forger on a LAN does not share the victim's CPU).
 #[test]
 #[ignore = "measurement: cargo test --release --test nak_flood -- --ignored --nocapture"]
 fn latency_p99_loaded_vs_unloaded() {
@@ -256,22 +271,36 @@ fn latency_p99_loaded_vs_unloaded() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(d)
     };
-    let phases = env("NAKCAST_FLOOD_PHASES", 6);
+    const KINDS: [&str; 3] = ["quiet", "sink", "flood"];
+    let rounds = env("NAKCAST_FLOOD_ROUNDS", 2);
     let phase = Duration::from_millis(env("NAKCAST_FLOOD_PHASE_MS", 2000));
+    let pin = env("NAKCAST_FLOOD_PIN", 0) == 1;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let (forger_core, honest_cores) = match cores.split_last() {
+        Some((last, rest)) if pin && !rest.is_empty() => (Some(*last), rest.to_vec()),
+        _ => (None, Vec::new()),
+    };
+    let pin_honest = {
+        let honest_cores = honest_cores.clone();
+        move |i: usize| {
+            if !honest_cores.is_empty() {
+                core_affinity::set_for_current(honest_cores[i % honest_cores.len()]);
+            }
+        }
+    };
     let ch = channel(1);
     let base = Instant::now();
-    let loaded = Arc::new(AtomicBool::new(false));
+    let kind = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    type Latencies = (Histogram<u64>, Histogram<u64>, Seen);
+    type Latencies = ([Histogram<u64>; 3], Seen);
     let subs: Vec<JoinHandle<Latencies>> = (0..2)
-        .map(|_| {
+        .map(|i| {
             let mut sub = Subscriber::new(SubscriberOptions::new(ch.clone())).unwrap();
-            let (loaded, done) = (loaded.clone(), done.clone());
+            let (kind, done) = (kind.clone(), done.clone());
+            let pin_honest = pin_honest.clone();
             std::thread::spawn(move || {
-                let mut h = [
-                    Histogram::<u64>::new(3).unwrap(),
-                    Histogram::<u64>::new(3).unwrap(),
-                ];
+                pin_honest(i + 1);
+                let mut h = [0; 3].map(|_| Histogram::<u64>::new(3).unwrap());
                 let mut seen = Seen::default();
                 while !done.load(Ordering::Relaxed) {
                     sub.recv_timeout(
@@ -279,8 +308,8 @@ fn latency_p99_loaded_vs_unloaded() {
                             if let Event::Message { payload, .. } = e {
                                 let sent = u64::from_le_bytes(payload[8..16].try_into().unwrap());
                                 let ns = (base.elapsed().as_nanos() as u64).saturating_sub(sent);
-                                let i = usize::from(loaded.load(Ordering::Relaxed));
-                                h[i].record(ns / 1000).unwrap();
+                                let k = kind.load(Ordering::Relaxed) as usize;
+                                h[k].record(ns / 1000).unwrap();
                             }
                             seen.on(e);
                         },
@@ -288,26 +317,36 @@ fn latency_p99_loaded_vs_unloaded() {
                     )
                     .unwrap();
                 }
-                let [a, b] = h;
-                (a, b, seen)
+                (h, seen)
             })
         })
         .collect();
+    pin_honest(0);
     let mut opts = PublisherOptions::new(ch.clone());
-    opts.protocol.retransmit_rate = RATE;
+    opts.protocol.retransmit_rate = env("NAKCAST_FLOOD_CAP", RATE);
     opts.protocol.retransmit_burst = BURST;
+    opts.protocol.max_control_rate =
+        env("NAKCAST_FLOOD_CONTROL_RATE", opts.protocol.max_control_rate);
+    println!(
+        "retransmit cap {} B/s, control rate {}/s",
+        opts.protocol.retransmit_rate, opts.protocol.max_control_rate
+    );
     let mut publisher = Publisher::new(opts).unwrap();
     let nak = whole_ring_nak(publisher.session(), 7);
     let to = publisher.local_addr();
+    // The sink: a bound socket nobody reads, so the kernel drops what overflows its buffer.
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sink_addr = sink.local_addr().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let mut seq = 0u64;
-    let mut naks = [0u64; 2];
-    for p in 0..phases {
-        let flood = p % 2 == 1;
+    let mut naks = [0u64; 3];
+    for p in 0..rounds * 3 {
+        let k = (p % 3) as usize;
         let stop = Arc::new(AtomicBool::new(false));
-        let forging = flood.then(|| forger(to, nak.clone(), stop.clone()));
+        let target = [None, Some(sink_addr), Some(to)][k];
+        let forging = target.map(|t| forger(t, nak.clone(), stop.clone(), forger_core));
         let naks_before = publisher.stats().naks_received;
-        loaded.store(flood, Ordering::Relaxed);
+        kind.store(k as u64, Ordering::Relaxed);
         let end = Instant::now() + phase;
         let mut next = Instant::now();
         while Instant::now() < end {
@@ -330,7 +369,7 @@ fn latency_p99_loaded_vs_unloaded() {
         if let Some(f) = forging {
             f.join().unwrap();
         }
-        naks[usize::from(flood)] += publisher.stats().naks_received - naks_before;
+        naks[k] += publisher.stats().naks_received - naks_before;
     }
     let drain = Instant::now() + Duration::from_millis(200);
     while Instant::now() < drain {
@@ -339,26 +378,29 @@ fn latency_p99_loaded_vs_unloaded() {
     done.store(true, Ordering::Relaxed);
     let stats = *publisher.stats();
     println!(
-        "{seq} messages, {} NAKs received while loaded ({} unloaded), {} B retransmitted",
-        naks[1], naks[0], stats.retransmit_bytes
+        "{seq} messages (pinned: {pin}); NAKs received by phase {:?} = {naks:?}; {} B \
+         retransmitted, {} repairs dropped, {} NAKs shed",
+        KINDS, stats.retransmit_bytes, stats.repairs_dropped, stats.naks_shed
     );
     for (i, s) in subs.into_iter().enumerate() {
-        let (quiet, flood, seen) = s.join().unwrap();
-        let row = |h: &Histogram<u64>| {
-            format!(
-                "n={} p50={}us p99={}us p99.9={}us max={}us",
+        let (h, seen) = s.join().unwrap();
+        for (k, h) in h.iter().enumerate() {
+            println!(
+                "subscriber {i} {:>5}: n={} p50={}us p99={}us p99.9={}us max={}us",
+                KINDS[k],
                 h.len(),
                 h.value_at_quantile(0.5),
                 h.value_at_quantile(0.99),
                 h.value_at_quantile(0.999),
                 h.max()
-            )
-        };
-        println!("subscriber {i} unloaded: {}", row(&quiet));
-        println!("subscriber {i} loaded:   {}", row(&flood));
+            );
+        }
+        let p99 = |k: usize| h[k].value_at_quantile(0.99).max(1) as f64;
         println!(
-            "subscriber {i} p99 loaded/unloaded = {:.2}; {seen:?}",
-            flood.value_at_quantile(0.99) as f64 / quiet.value_at_quantile(0.99).max(1) as f64
+            "subscriber {i} p99 flood/quiet = {:.2}, flood/sink = {:.2}, sink/quiet = {:.2}; {seen:?}",
+            p99(2) / p99(0),
+            p99(2) / p99(1),
+            p99(1) / p99(0),
         );
         assert_eq!(seen.messages, seq, "{seen:?}");
         assert_eq!(seen.losses, 0);

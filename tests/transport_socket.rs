@@ -614,3 +614,36 @@ fn would_block_round(per_datagram: bool) {
         "expected at least one partial send / WouldBlock"
     );
 }
+
+/// `recv_at_most` never hands over more than asked, whether it is in its single-datagram
+/// or its batch mode, and leaves the rest queued in the socket.
+#[test]
+fn recv_at_most_leaves_the_rest_in_the_socket() {
+    let cfg = lo_cfg();
+    let rx = open_unicast_receiver("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..20u8 {
+        tx.send_to(&[i; 8], rx.local_addr).unwrap();
+    }
+    let mut rb = RecvBatch::new(16, 64);
+    let mut got = Vec::new();
+    let start = Instant::now();
+    while got.len() < 15 && start.elapsed() < DEADLINE {
+        match rb.recv_at_most(&rx.socket, 5.min(15 - got.len())) {
+            Ok(n) => {
+                assert!(n <= 5, "{n}");
+                got.extend(rb.iter().map(|d| d.unwrap().payload[0]));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(got, (0..15).collect::<Vec<u8>>());
+    // The last five are still there, in order.
+    let mut rest = Vec::new();
+    while let Ok(n) = rb.recv(&rx.socket) {
+        assert!(n >= 1);
+        rest.extend(rb.iter().map(|d| d.unwrap().payload[0]));
+    }
+    assert_eq!(rest, (15..20).collect::<Vec<u8>>());
+}

@@ -51,6 +51,18 @@ impl TokenBucket {
         }
     }
 
+    /// Whole bytes available at `now` (after refill), without taking any.
+    pub fn available(&self, now: Instant) -> u64 {
+        let dt = now.saturating_duration_since(self.last).as_nanos();
+        let have = (self.tokens_nb + dt * u128::from(self.rate)).min(self.burst_nb);
+        (have / NANO) as u64
+    }
+
+    /// Bytes refilled over `d` (ignoring the burst cap).
+    pub fn refill_over(&self, d: Duration) -> u64 {
+        (d.as_nanos() * u128::from(self.rate) / NANO).min(u128::from(u64::MAX)) as u64
+    }
+
     /// When `bytes` tokens will be available (now, if they already are).
     pub fn ready_at(&self, now: Instant, bytes: usize) -> Instant {
         let need = (bytes as u128 * NANO).min(self.burst_nb);

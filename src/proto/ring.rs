@@ -24,6 +24,18 @@ pub struct RingEntry {
     pub repair_queued: bool,
 }
 
+impl RingEntry {
+    /// Length of the stored frame in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the stored frame is empty (never, for frames the publisher stores).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// A bounded ring of encoded frames, addressable by sequence number.
 #[derive(Debug)]
 pub struct RetransmitRing {

@@ -326,12 +326,20 @@ impl RecvBatch {
     /// `Err(WouldBlock)` if nothing was queued. Works on blocking and
     /// non-blocking sockets alike (`std`, `mio` or `socket2`).
     pub fn recv<S: AsFd>(&mut self, socket: &S) -> io::Result<usize> {
-        if !self.bursting {
+        self.recv_at_most(socket, self.slots.len())
+    }
+
+    /// Like [`recv`](Self::recv), but receives at most `max` datagrams (and at least one:
+    /// `max` is raised to 1). For a reader that budgets its intake and leaves the rest in
+    /// the socket.
+    pub fn recv_at_most<S: AsFd>(&mut self, socket: &S, max: usize) -> io::Result<usize> {
+        let max = max.clamp(1, self.slots.len());
+        if !self.bursting || max == 1 {
             let r = self.recv_up_to(socket, 1);
             self.bursting = r.is_ok();
             return r;
         }
-        let r = self.recv_batch(socket);
+        let r = self.recv_batch_of(socket, max);
         self.bursting = matches!(r, Ok(n) if n > 1);
         r
     }
@@ -339,13 +347,17 @@ impl RecvBatch {
     /// Receives up to [`capacity`](Self::capacity) datagrams with one
     /// `recvmmsg(2)` on Linux/Android (otherwise [`recv_each`](Self::recv_each)).
     pub fn recv_batch<S: AsFd>(&mut self, socket: &S) -> io::Result<usize> {
+        self.recv_batch_of(socket, self.slots.len())
+    }
+
+    fn recv_batch_of<S: AsFd>(&mut self, socket: &S, max: usize) -> io::Result<usize> {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
-            self.recv_mmsg(socket.as_fd().as_raw_fd())
+            self.recv_mmsg(socket.as_fd().as_raw_fd(), max)
         }
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         {
-            self.recv_each(socket)
+            self.recv_up_to(socket, max)
         }
     }
 
@@ -360,16 +372,16 @@ impl RecvBatch {
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn recv_mmsg(&mut self, fd: RawFd) -> io::Result<usize> {
+    fn recv_mmsg(&mut self, fd: RawFd, max: usize) -> io::Result<usize> {
         self.filled = 0;
-        let n = self.slots.len();
+        let n = max.min(self.slots.len());
         let cap = self.cap;
         // Pointers are derived afresh from the owning boxes on every call, in
         // an order such that no later safe access invalidates an earlier
         // pointer: buffer base, then iovecs (written, then pointer taken), then
         // addrs pointer, then hdrs (written, then pointer taken).
         let base = self.buf.as_mut_ptr();
-        for (i, iov) in self.iovecs.iter_mut().enumerate() {
+        for (i, iov) in self.iovecs.iter_mut().enumerate().take(n) {
             // SAFETY: i < n, so i*cap + cap <= buf.len(): the pointer stays in
             // bounds of the buffer allocation.
             iov.iov_base = unsafe { base.add(i * cap) }.cast();
@@ -377,7 +389,7 @@ impl RecvBatch {
         }
         let iov_ptr = self.iovecs.as_mut_ptr();
         let addr_ptr = self.addrs.as_mut_ptr();
-        for (i, h) in self.hdrs.iter_mut().enumerate() {
+        for (i, h) in self.hdrs.iter_mut().enumerate().take(n) {
             // SAFETY: i < n == iovecs.len() == addrs.len(): in-bounds offsets.
             let (iov, name) = unsafe { (iov_ptr.add(i), addr_ptr.add(i)) };
             h.msg_hdr.msg_name = name.cast();

@@ -192,16 +192,21 @@ impl Publisher {
         self.now
     }
 
-    /// One duty cycle: receive NAKs (at most [`MAX_RECEIVED_PER_POLL`]), send repairs,
-    /// heartbeats and anything queued. Returns the work done (datagrams received plus sent),
-    /// for idle strategies.
+    /// One duty cycle: receive NAKs (at most [`MAX_RECEIVED_PER_POLL`], and no more than
+    /// the control-rate allowance, `max_control_rate`), send repairs, heartbeats and
+    /// anything queued. Returns the work done (datagrams received plus sent), for idle
+    /// strategies.
     pub fn poll(&mut self) -> Result<usize, Error> {
         let now = self.clock();
         let mut work = 0;
-        // Bounded: NAKs arriving faster than they are handled (a flood) must not keep this
-        // call from returning, or the application could never offer again.
-        while work < MAX_RECEIVED_PER_POLL {
-            match self.recv.recv(self.replies.as_ref().unwrap_or(&self.data)) {
+        // Bounded twice: per call, so that NAKs arriving faster than they are handled (a
+        // flood) cannot keep this call from returning; and per second, so that a flood
+        // costs this thread a bounded share of its time. What is left unread stays in the
+        // socket, and the kernel drops what overflows it.
+        let allowance = self.core.control_allowance(now).min(MAX_RECEIVED_PER_POLL);
+        while work < allowance {
+            let socket = self.replies.as_ref().unwrap_or(&self.data);
+            match self.recv.recv_at_most(socket, allowance - work) {
                 Ok(n) => {
                     work += n;
                     for d in self.recv.iter().flatten() {

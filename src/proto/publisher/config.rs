@@ -41,6 +41,17 @@ pub struct PublisherConfig {
     pub max_queued_repairs: usize,
     /// Most ring frames one NAK may make the publisher examine (bounds NAK work).
     pub max_frames_examined_per_nak: usize,
+    /// Most datagrams (NAKs, STATUS, anything arriving on the publisher's socket) handled
+    /// per second; `control_burst` more may arrive at once. Beyond it the I/O layer leaves
+    /// them to the kernel, which drops what overflows the socket buffer, and the state
+    /// machine sheds any it is handed anyway (counted in
+    /// [`PublisherStats::control_shed`](super::PublisherStats)). This bounds the CPU a
+    /// datagram flood can take from the publishing thread; honest control traffic is a
+    /// few NAKs per loss event and one STATUS per receiver per `status_interval`.
+    pub max_control_rate: u64,
+    /// Datagrams accepted at once above `max_control_rate` (a NAK implosion after a loss
+    /// that every receiver saw).
+    pub control_burst: u64,
     /// First heartbeat after the last data.
     pub heartbeat_min: Duration,
     /// Longest gap between heartbeats, idle or not.
@@ -85,6 +96,8 @@ impl Default for PublisherConfig {
             repair_linger: Duration::from_micros(200),
             max_queued_repairs: 1024,
             max_frames_examined_per_nak: 1024,
+            max_control_rate: 50_000,
+            control_burst: 2048,
             heartbeat_min: Duration::from_millis(1),
             heartbeat_max: Duration::from_millis(100),
             send_rate: None,
@@ -117,6 +130,8 @@ impl PublisherConfig {
         self.ring_messages = self.ring_messages.max(8);
         self.max_queued_repairs = self.max_queued_repairs.max(1);
         self.max_frames_examined_per_nak = self.max_frames_examined_per_nak.max(1);
+        self.max_control_rate = self.max_control_rate.max(1);
+        self.control_burst = self.control_burst.max(1);
         self.heartbeat_min = self.heartbeat_min.clamp(Duration::from_micros(1), day);
         self.heartbeat_max = self.heartbeat_max.clamp(self.heartbeat_min, day);
         self.max_destinations = self.max_destinations.min(1 << 16);

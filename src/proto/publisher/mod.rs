@@ -98,6 +98,13 @@ pub struct PublisherStats {
     pub repairs_suppressed: u64,
     /// Repairs not queued because the repair queue was full.
     pub repairs_dropped: u64,
+    /// Datagrams shed unread beyond `max_control_rate` (a flood; see
+    /// [`Publisher::control_allowance`]). Those the kernel drops because the I/O layer
+    /// left them in the socket are not seen and not counted here.
+    pub control_shed: u64,
+    /// NAKs that found the repair queue full: only their unavailable part was served
+    /// (receivers retry the rest after their back-off). A flood shows up here.
+    pub naks_shed: u64,
     /// UNAVAILABLE frames sent.
     pub unavailable_sent: u64,
     /// HEARTBEAT frames sent.
@@ -168,8 +175,13 @@ pub struct Publisher {
     unsent_seq: u64,
     unsent_bytes: usize,
     unsent_frames: usize,
-    repairs: VecDeque<u64>,
+    /// Queued repairs: first sequence and length of each frame.
+    repairs: VecDeque<(u64, usize)>,
+    /// Sum of the lengths in `repairs`.
+    queued_repair_bytes: u64,
     repair_bucket: TokenBucket,
+    /// Datagrams handled per second (units: datagrams, not bytes).
+    control_bucket: TokenBucket,
     send_bucket: Option<TokenBucket>,
     pending_unavailable: Option<SeqRange>,
     last_unavailable: Option<(SeqRange, Instant)>,
@@ -217,7 +229,9 @@ impl Publisher {
             unsent_bytes: 0,
             unsent_frames: 0,
             repairs: VecDeque::with_capacity(cfg.max_queued_repairs),
+            queued_repair_bytes: 0,
             repair_bucket,
+            control_bucket: TokenBucket::new(cfg.max_control_rate, cfg.control_burst, now),
             send_bucket,
             pending_unavailable: None,
             last_unavailable: None,
@@ -538,6 +552,14 @@ impl Publisher {
         self.heartbeat.due_now = true;
     }
 
+    /// How many datagrams [`handle_datagram`](Self::handle_datagram) will handle at `now`
+    /// (`max_control_rate`, `control_burst`): the I/O layer reads no more than this and
+    /// leaves the rest to the kernel, so a flood costs the publishing thread a bounded
+    /// share of its time however fast it arrives.
+    pub fn control_allowance(&self, now: Instant) -> usize {
+        usize::try_from(self.control_bucket.available(now)).unwrap_or(usize::MAX)
+    }
+
     /// Process one datagram received on the publisher's socket from `from`.
     ///
     /// A NAK for this session queues repairs. A STATUS for this stream (whatever its
@@ -546,6 +568,10 @@ impl Publisher {
     /// frames without a valid trailer are dropped and counted first.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.now = now;
+        if !self.control_bucket.try_take(now, 1) {
+            self.stats.control_shed += 1;
+            return;
+        }
         let list = match self.keyring.open(bytes) {
             Ok(Frame::Nak(list)) => list,
             Ok(Frame::Status { header, leaving }) if header.stream == self.cfg.stream => {
@@ -572,8 +598,14 @@ impl Publisher {
         self.stats.naks_received += 1;
         self.stats.nak_ranges += list.len() as u64;
         let sent_end = self.unsent_seq;
-        // Bound the work one NAK can cause, however wide its ranges.
-        let mut budget = self.cfg.max_frames_examined_per_nak;
+        // Bound the work one NAK can cause, however wide its ranges; with the repair queue
+        // full it can cause none (a flood costs O(ranges) per NAK, not a walk of the ring).
+        let mut budget = if self.repair_backlog_full(now) {
+            self.stats.naks_shed += 1;
+            0
+        } else {
+            self.cfg.max_frames_examined_per_nak
+        };
         for range in list.iter() {
             let oldest = self.ring.oldest_seq();
             if range.start < oldest {
@@ -620,9 +652,22 @@ impl Publisher {
                     break;
                 }
                 entry.repair_queued = true;
-                self.repairs.push_back(entry.first_seq);
+                self.queued_repair_bytes += entry.len() as u64;
+                self.repairs.push_back((entry.first_seq, entry.len()));
             }
         }
+    }
+
+    /// Whether the repair queue is full, or already holds more than the retransmit cap lets
+    /// out within one `repair_linger`: a NAK now could only lengthen a backlog that is not
+    /// draining, so it is shed at the cost of reading its header (receivers retry after
+    /// their back-off). Below the cap this never triggers: the bucket stays full and a
+    /// backlog goes out at once.
+    fn repair_backlog_full(&self, now: Instant) -> bool {
+        self.repairs.len() >= self.cfg.max_queued_repairs
+            || self.queued_repair_bytes
+                > self.repair_bucket.available(now)
+                    + self.repair_bucket.refill_over(self.cfg.repair_linger)
     }
 
     /// Produce the next frame to send into `buf` (at least `mtu` bytes), or `None` when
@@ -710,10 +755,11 @@ impl Publisher {
     }
 
     fn transmit_repair(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
-        while let Some(&seq) = self.repairs.front() {
+        while let Some(&(seq, queued_len)) = self.repairs.front() {
             let Some(i) = self.ring.find(seq) else {
                 // Evicted while queued: a later NAK will be answered with UNAVAILABLE.
                 self.repairs.pop_front();
+                self.queued_repair_bytes -= queued_len as u64;
                 continue;
             };
             let frame_len = self.ring.frame(i).len();
@@ -722,6 +768,7 @@ impl Publisher {
                 return None;
             }
             self.repairs.pop_front();
+            self.queued_repair_bytes -= queued_len as u64;
             buf[..frame_len].copy_from_slice(self.ring.frame(i));
             wire::set_retransmit(&mut buf[..frame_len]);
             let frame_len = self
@@ -842,7 +889,7 @@ impl Publisher {
         if self.unsent_frames > 0 {
             t = t.min(self.now);
         }
-        if let Some(&seq) = self.repairs.front() {
+        if let Some(&(seq, _)) = self.repairs.front() {
             let len = self.ring.find(seq).map_or(0, |i| self.ring.frame(i).len());
             let len = len + self.keyring.trailer_len();
             t = t.min(self.repair_bucket.ready_at(self.now, len));

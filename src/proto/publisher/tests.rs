@@ -481,9 +481,15 @@ fn status_flood_from_random_addresses_stays_bounded_without_allocating() {
         cap,
         "the destination table never grew"
     );
-    // 1 s of virtual time, below the 5 s timeout: the first 64 stay, the rest are refused.
-    assert_eq!(p.stats().destinations_added, max as u64);
-    assert_eq!(p.stats().destinations_refused, 100_000 - max as u64);
+    // 1 s of virtual time, below the 5 s timeout: the first 64 stay, the rest are refused,
+    // or shed unread past the control rate (100,000/s here, twice the default limit).
+    let s = p.stats();
+    assert_eq!(s.destinations_added, max as u64);
+    assert!(s.control_shed > 0);
+    assert_eq!(
+        s.destinations_refused + s.control_shed,
+        100_000 - max as u64
+    );
 }
 
 #[test]
@@ -838,4 +844,88 @@ mod auth {
             Frame::Unavailable(_)
         ));
     }
+}
+
+/// Datagrams beyond `max_control_rate` (plus `control_burst`) are shed before they are
+/// decoded, and `control_allowance` tells the I/O layer how many it may read.
+#[test]
+fn control_datagrams_beyond_the_rate_are_shed_unread() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        max_control_rate: 1000,
+        control_burst: 10,
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 3, now);
+    p.offer(now, b"x").unwrap();
+    drain(&mut p, now);
+    let request = nak(&p, &[SeqRange::new(0, 1)]);
+    assert_eq!(p.control_allowance(now), 10);
+    for _ in 0..100 {
+        p.handle_datagram(now, peer(), &request);
+    }
+    assert_eq!(p.stats().naks_received, 10);
+    assert_eq!(p.stats().control_shed, 90);
+    assert_eq!(p.control_allowance(now), 0);
+    // Garbage counts against the same allowance, and is shed undecoded past it.
+    p.handle_datagram(now, peer(), b"garbage");
+    assert_eq!((p.stats().decode_errors, p.stats().control_shed), (0, 91));
+    // 1000/s refills one per millisecond, up to the burst.
+    assert_eq!(p.control_allowance(now + Duration::from_millis(4)), 4);
+    assert_eq!(p.control_allowance(now + Duration::from_secs(5)), 10);
+    p.handle_datagram(now + Duration::from_millis(4), peer(), b"garbage");
+    assert_eq!(p.stats().decode_errors, 1);
+}
+
+/// Once the repair backlog is more than the retransmit cap sends within a repair linger,
+/// further NAKs are shed at the cost of their header: no walk of the ring (which
+/// `repairs_suppressed` would count) and nothing more queued, while the backlog drains at
+/// the cap and NAKs are served again once it has.
+#[test]
+fn naks_beyond_the_repair_backlog_are_shed_without_walking_the_ring() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        retransmit_rate: 100_000,
+        retransmit_burst: 10_000,
+        max_control_rate: 1 << 30,
+        control_burst: 1 << 30,
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 3, now);
+    for _ in 0..2000 {
+        p.offer(now, &[1; 1000]).unwrap();
+        drain(&mut p, now);
+    }
+    let everything = nak(&p, &[SeqRange::new(0, 2000)]);
+    p.handle_datagram(now, peer(), &everything);
+    let queued = p.queued_repairs();
+    assert_eq!(queued, 1024, "the first NAK is served (queue-limited)");
+    assert_eq!(p.stats().naks_shed, 0);
+    // Ten bursts' worth sent at once; the rest waits for tokens.
+    let sent = drain(&mut p, now).len();
+    assert!((8..=10).contains(&sent), "{sent}");
+    let before = *p.stats();
+    for i in 0..1000 {
+        p.handle_datagram(now + us(i), peer(), &everything);
+    }
+    let after = *p.stats();
+    assert_eq!(after.naks_shed - before.naks_shed, 1000);
+    assert_eq!(
+        after.repairs_suppressed, before.repairs_suppressed,
+        "no walk"
+    );
+    assert_eq!(p.queued_repairs(), queued - sent);
+    // At 100 kB/s the backlog of ~1 MB takes about ten seconds; then NAKs queue again.
+    let mut t = now;
+    while p.queued_repairs() > 0 {
+        t += Duration::from_millis(10);
+        drain(&mut p, t);
+        assert!(
+            t < now + Duration::from_secs(12),
+            "backlog drains at the cap"
+        );
+    }
+    p.handle_datagram(t, peer(), &everything);
+    assert!(p.queued_repairs() > 0);
+    assert_eq!(p.stats().naks_shed, after.naks_shed);
 }
