@@ -379,8 +379,15 @@ fn latency_p99_loaded_vs_unloaded() {
     let stats = *publisher.stats();
     println!(
         "{seq} messages (pinned: {pin}); NAKs received by phase {:?} = {naks:?}; {} B \
-         retransmitted, {} repairs dropped, {} NAKs shed",
-        KINDS, stats.retransmit_bytes, stats.repairs_dropped, stats.naks_shed
+         retransmitted in {} datagrams carrying {} frames, {} repairs dropped, {} NAKs \
+         shed, {} datagrams shed unread",
+        KINDS,
+        stats.retransmit_bytes,
+        stats.retransmits,
+        stats.retransmits + stats.repairs_coalesced,
+        stats.repairs_dropped,
+        stats.naks_shed,
+        stats.control_shed
     );
     for (i, s) in subs.into_iter().enumerate() {
         let (h, seen) = s.join().unwrap();

@@ -28,7 +28,7 @@
 //! In the receiver script, NAKs addressed to the honest publisher are handed to it and its
 //! repairs, heartbeats and UNAVAILABLE frames delivered back when timers run (op 5).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -264,7 +264,8 @@ fn message(len: usize) -> Vec<u8> {
 ///   `max_frames_examined_per_nak` of them;
 /// - dynamic destinations <= `max_destinations`;
 /// - every frame it sends decodes, fits the `mtu`, and carries its stream and session;
-/// - a repair is byte for byte the frame first sent (but for its flags and CRC);
+/// - a repair carries, byte for byte, the fragments first sent with its sequence numbers,
+///   under the header of the frame it starts with (but for its flags, count and CRC);
 /// - UNAVAILABLE names only sequence numbers below the oldest retained;
 /// - repair and UNAVAILABLE bytes since the start stay within `retransmit_burst +
 ///   retransmit_rate x elapsed` (the bandwidth cap, exactly).
@@ -279,7 +280,7 @@ pub fn check_publisher(script: &[u8]) -> ScriptReport {
     let mut now = t0;
     let mut p = Publisher::new(cfg, SESSION, now);
     let cfg = p.config().clone();
-    let mut sent: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut sent: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut retransmitted: u128 = 0;
     let mut report = ScriptReport::default();
     let mut scratch = Vec::new();
@@ -328,10 +329,22 @@ pub fn check_publisher(script: &[u8]) -> ScriptReport {
                     retransmitted += t.len as u128;
                     let original = sent
                         .get(&d.first_seq)
-                        .expect("a repair re-sends a frame that was sent");
-                    assert_eq!(original.len(), t.len, "repair length");
+                        .expect("a repair starts with a frame that was sent");
                     assert_eq!(original[4..6], frame[4..6]);
-                    assert_eq!(original[8..], frame[8..], "repair bytes");
+                    assert_eq!(original[8..32], frame[8..32], "repair header");
+                    // Every fragment is the one first sent with its sequence number (a
+                    // repair may pack the frames that followed the first).
+                    for f in d.fragments() {
+                        let (_, o) = sent
+                            .range(..=f.seq)
+                            .next_back()
+                            .expect("a repaired fragment was sent");
+                        let Ok(Frame::Data(o)) = Frame::parse(o) else {
+                            unreachable!("stored as sent")
+                        };
+                        let same = o.fragments().find(|x| x.seq == f.seq);
+                        assert_eq!(same, Some(f), "repaired fragment {}", f.seq);
+                    }
                 }
                 Frame::Data(d) => {
                     sent.insert(d.first_seq, frame.to_vec());

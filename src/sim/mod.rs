@@ -372,9 +372,11 @@ impl Sim {
             loop {
                 let p = &mut self.publishers[i];
                 let Some(core) = &mut p.core else { break };
+                let coalesced = core.stats().repairs_coalesced;
                 let Some(t) = core.poll_transmit(now, &mut self.buf) else {
                     break;
                 };
+                let coalesced = core.stats().repairs_coalesced - coalesced;
                 let oldest = core.oldest_retained();
                 p.sessions
                     .last_mut()
@@ -384,9 +386,10 @@ impl Sim {
                 let from = p.addr;
                 let frame = self.buf[..t.len].to_vec();
                 if let Ok(h) = Header::parse(&frame) {
-                    self.retransmits[i] += u64::from(
-                        h.frame_type == FrameType::Data && h.flags & FLAG_RETRANSMIT != 0,
-                    );
+                    if h.frame_type == FrameType::Data && h.flags & FLAG_RETRANSMIT != 0 {
+                        // Frames repaired: the datagram's first and those packed after it.
+                        self.retransmits[i] += 1 + coalesced;
+                    }
                 }
                 self.multicast(i, from, frame);
             }
@@ -529,7 +532,8 @@ impl Sim {
         self.receivers.len()
     }
 
-    /// Repairs publisher `i` sent, over all its sessions.
+    /// Frames publisher `i` repaired, over all its sessions (a repair datagram may carry
+    /// several consecutive frames; each counts).
     pub fn publisher_retransmits(&self, i: usize) -> u64 {
         self.retransmits[i]
     }

@@ -90,8 +90,11 @@ pub struct PublisherStats {
     pub naks_received: u64,
     /// Ranges in those NAKs.
     pub nak_ranges: u64,
-    /// DATA frames re-sent as repairs.
+    /// Repair datagrams sent (each a DATA frame with the RETRANSMIT flag).
     pub retransmits: u64,
+    /// Stored frames packed into the repair datagram of the frame before them (a repair
+    /// datagram carries `1 +` the frames coalesced into it).
+    pub repairs_coalesced: u64,
     /// Bytes re-sent as repairs.
     pub retransmit_bytes: u64,
     /// Repairs not queued because the same frame was repaired within the linger.
@@ -754,7 +757,13 @@ impl Publisher {
         })
     }
 
+    /// The next repair: the frame at the head of the queue, followed in the same datagram
+    /// by the frames queued right after it when they continue its sequence and fit in the
+    /// `mtu` (so a burst of small lost frames costs the group a few datagrams, not one
+    /// each). Paced by the retransmit cap, byte for byte.
     fn transmit_repair(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let trailer = self.keyring.trailer_len();
+        let max_len = self.cfg.mtu.saturating_sub(trailer);
         while let Some(&(seq, queued_len)) = self.repairs.front() {
             let Some(i) = self.ring.find(seq) else {
                 // Evicted while queued: a later NAK will be answered with UNAVAILABLE.
@@ -762,30 +771,66 @@ impl Publisher {
                 self.queued_repair_bytes -= queued_len as u64;
                 continue;
             };
-            let frame_len = self.ring.frame(i).len();
-            let wire_len = frame_len + self.keyring.trailer_len();
-            if !self.repair_bucket.try_take(now, wire_len) {
+            // Wait for the tokens of the whole datagram the backlog can fill, not only of
+            // its first frame: under a tight cap, small frames then still share datagrams.
+            if self.repair_bucket.ready_at(now, self.repair_datagram_len()) > now {
                 return None;
             }
-            self.repairs.pop_front();
-            self.queued_repair_bytes -= queued_len as u64;
-            buf[..frame_len].copy_from_slice(self.ring.frame(i));
-            wire::set_retransmit(&mut buf[..frame_len]);
-            let frame_len = self
+            let mut len = self.ring.frame(i).len();
+            if !self.repair_bucket.try_take(now, len + trailer) {
+                return None;
+            }
+            buf[..len].copy_from_slice(self.ring.frame(i));
+            self.repair_sent(i, now);
+            let mut j = i + 1;
+            while let Some(&(next_seq, _)) = self.repairs.front() {
+                if j >= self.ring.len() || self.ring.entry(j).first_seq != next_seq {
+                    break;
+                }
+                let next = self.ring.frame(j);
+                let Some(new_len) = wire::append_data_fragments(buf, len, next, max_len) else {
+                    break;
+                };
+                if !self.repair_bucket.try_take(now, new_len - len) {
+                    break;
+                }
+                len = new_len;
+                self.repair_sent(j, now);
+                self.stats.repairs_coalesced += 1;
+                j += 1;
+            }
+            wire::set_retransmit(&mut buf[..len]);
+            let len = self
                 .keyring
-                .seal(buf, frame_len)
+                .seal(buf, len)
                 .expect("poll_transmit buffers hold mtu bytes");
-            let entry = self.ring.entry_mut(i);
-            entry.repair_queued = false;
-            entry.last_repair = Some(now);
             self.stats.retransmits += 1;
-            self.stats.retransmit_bytes += frame_len as u64;
+            self.stats.retransmit_bytes += len as u64;
             return Some(Transmit {
                 destination: Destination::Group,
-                len: frame_len,
+                len,
             });
         }
         None
+    }
+
+    /// The next repair datagram's length as far as the backlog can tell (its queued bytes
+    /// and trailer, at most `mtu`): what `transmit_repair` waits for in tokens.
+    fn repair_datagram_len(&self) -> usize {
+        let queued = usize::try_from(self.queued_repair_bytes).unwrap_or(usize::MAX);
+        queued
+            .saturating_add(self.keyring.trailer_len())
+            .min(self.cfg.mtu)
+    }
+
+    /// Bookkeeping for ring frame `i`, the head of the repair queue, just copied out.
+    fn repair_sent(&mut self, i: usize, now: Instant) {
+        if let Some((_, queued_len)) = self.repairs.pop_front() {
+            self.queued_repair_bytes -= queued_len as u64;
+        }
+        let entry = self.ring.entry_mut(i);
+        entry.repair_queued = false;
+        entry.last_repair = Some(now);
     }
 
     fn transmit_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
@@ -889,10 +934,11 @@ impl Publisher {
         if self.unsent_frames > 0 {
             t = t.min(self.now);
         }
-        if let Some(&(seq, _)) = self.repairs.front() {
-            let len = self.ring.find(seq).map_or(0, |i| self.ring.frame(i).len());
-            let len = len + self.keyring.trailer_len();
-            t = t.min(self.repair_bucket.ready_at(self.now, len));
+        if !self.repairs.is_empty() {
+            t = t.min(
+                self.repair_bucket
+                    .ready_at(self.now, self.repair_datagram_len()),
+            );
         }
         if self.pending_unavailable.is_some() {
             // A one-range UNAVAILABLE frame, sealed if authentication is on.

@@ -145,8 +145,12 @@ fn nak_is_repaired_once_per_linger_and_evicted_data_is_unavailable() {
     let n = nak(&p, &[SeqRange::new(10, 12)]);
     p.handle_datagram(now, peer(), &n);
     let out = drain(&mut p, now);
-    assert_eq!(out.len(), 2);
-    assert!(out.iter().all(|f| data(f).is_retransmit()));
+    // Two consecutive small frames: one repair datagram carries both.
+    assert_eq!(out.len(), 1);
+    let d = data(&out[0]);
+    assert!(d.is_retransmit());
+    assert_eq!((d.first_seq, d.count), (10, 2));
+    assert_eq!(p.stats().repairs_coalesced, 1);
     // Many receivers NAK the same loss within the linger: no second repair.
     for _ in 0..50 {
         p.handle_datagram(now + us(10), peer(), &n);
@@ -156,7 +160,7 @@ fn nak_is_repaired_once_per_linger_and_evicted_data_is_unavailable() {
     // After the linger a NAK (a lost repair) is served again.
     let later = now + cfg.repair_linger + us(1);
     p.handle_datagram(later, peer(), &n);
-    assert_eq!(drain(&mut p, later).len(), 2);
+    assert_eq!(drain(&mut p, later).len(), 1);
     // Evicted data: UNAVAILABLE from the requested start up to the oldest retained.
     p.handle_datagram(later, peer(), &nak(&p, &[SeqRange::new(1, 5)]));
     let out = drain(&mut p, later);
@@ -928,4 +932,45 @@ fn naks_beyond_the_repair_backlog_are_shed_without_walking_the_ring() {
     p.handle_datagram(t, peer(), &everything);
     assert!(p.queued_repairs() > 0);
     assert_eq!(p.stats().naks_shed, after.naks_shed);
+}
+
+/// Repairs of consecutive stored frames share datagrams up to the `mtu`; a gap in the
+/// queue (a frame not asked for) or the `mtu` starts a new one, and every fragment asked
+/// for goes out exactly once, in order.
+#[test]
+fn repairs_of_consecutive_frames_share_datagrams_up_to_the_mtu() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        mtu: 500,
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 5, now);
+    for i in 0..40u8 {
+        p.offer(now, &[i; 60]).unwrap();
+        drain(&mut p, now);
+    }
+    // A stored frame is 36 + 4 + 60 = 100 B; each one appended adds its 64 B of fragment,
+    // so a 500 B datagram holds the first and six more.
+    p.handle_datagram(
+        now,
+        peer(),
+        &nak(&p, &[SeqRange::new(2, 14), SeqRange::new(20, 22)]),
+    );
+    let out = drain(&mut p, now);
+    let got: Vec<(u64, u16)> = out
+        .iter()
+        .map(|f| {
+            assert!(f.len() <= 500);
+            let d = data(f);
+            assert!(d.is_retransmit());
+            for (k, frag) in d.fragments().enumerate() {
+                assert_eq!(frag.seq, d.first_seq + k as u64);
+                assert_eq!(frag.payload, &[frag.seq as u8; 60][..]);
+            }
+            (d.first_seq, d.count)
+        })
+        .collect();
+    assert_eq!(got, [(2, 7), (9, 5), (20, 2)]);
+    assert_eq!(p.stats().retransmits, 3);
+    assert_eq!(p.stats().repairs_coalesced, 14 - 3);
 }

@@ -370,6 +370,38 @@ pub fn set_retransmit(frame: &mut [u8]) {
     finish_frame(frame);
 }
 
+/// Append the fragments of the encoded DATA frame `next` to the encoded DATA frame in
+/// `buf[..len]` when `next` continues it (its `first_seq` is where the frame in `buf` ends),
+/// the result fits in `max_len` bytes and the fragment count in a `u16`. Returns the new
+/// length, or `None` (and `buf` unchanged). The CRC is stale until [`finish_frame`] or
+/// [`set_retransmit`]. Both must be valid DATA frames without a trailer, as a publisher
+/// stores them: this is how it packs repairs of consecutive small frames into one datagram.
+pub fn append_data_fragments(
+    buf: &mut [u8],
+    len: usize,
+    next: &[u8],
+    max_len: usize,
+) -> Option<usize> {
+    const PREFIX: usize = HEADER_LEN + DATA_PREFIX_LEN;
+    if len < PREFIX || next.len() < PREFIX {
+        return None;
+    }
+    let end_seq =
+        read_u64(buf, HEADER_LEN).checked_add(u64::from(read_u16(buf, HEADER_LEN + 8)))?;
+    if read_u64(next, HEADER_LEN) != end_seq {
+        return None;
+    }
+    let count = read_u16(buf, HEADER_LEN + 8).checked_add(read_u16(next, HEADER_LEN + 8))?;
+    let body = &next[PREFIX..];
+    let new_len = len + body.len();
+    if new_len > max_len.min(buf.len()) {
+        return None;
+    }
+    buf[len..new_len].copy_from_slice(body);
+    write_u16(buf, HEADER_LEN + 8, count);
+    Some(new_len)
+}
+
 /// Builds a DATA frame in a caller-owned buffer, one fragment at a time.
 ///
 /// The writer holds only the frame's length and fragment count, not the buffer, so a

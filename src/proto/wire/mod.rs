@@ -16,8 +16,9 @@ mod frames;
 mod header;
 
 pub use frames::{
-    DataFrame, DataFrameWriter, Fragment, FragmentIter, Frame, RangeIter, RangeList, emit_control,
-    emit_ranges, emit_status, finish_frame, set_retransmit, set_session_offset,
+    DataFrame, DataFrameWriter, Fragment, FragmentIter, Frame, RangeIter, RangeList,
+    append_data_fragments, emit_control, emit_ranges, emit_status, finish_frame, set_retransmit,
+    set_session_offset,
 };
 pub use header::{
     FLAG_AUTH, FLAG_RETRANSMIT, FRAG_BEGIN, FRAG_END, FrameType, HEADER_LEN, Header,

@@ -339,3 +339,44 @@ proptest! {
         }
     }
 }
+
+/// Packing a frame that continues another: one valid frame with every fragment in order;
+/// a frame that does not continue it, or would pass `max_len`, is refused untouched.
+#[test]
+fn append_data_fragments_packs_only_continuations_that_fit() {
+    let a = data_frame(
+        10,
+        &[(FRAG_BEGIN | FRAG_END, b"alpha"), (FRAG_BEGIN, b"be")],
+    );
+    let b = data_frame(12, &[(FRAG_END, b"ta"), (FRAG_BEGIN | FRAG_END, b"gamma")]);
+    let not_next = data_frame(13, &[(FRAG_BEGIN | FRAG_END, b"x")]);
+    let mut buf = vec![0u8; 200];
+    buf[..a.len()].copy_from_slice(&a);
+    assert_eq!(
+        append_data_fragments(&mut buf, a.len(), &not_next, 200),
+        None
+    );
+    let body = b.len() - DataFrameWriter::EMPTY_LEN;
+    assert_eq!(
+        append_data_fragments(&mut buf, a.len(), &b, a.len() + body - 1),
+        None
+    );
+    assert_eq!(buf[..a.len()], a[..], "refusals leave the frame alone");
+    let len = append_data_fragments(&mut buf, a.len(), &b, 200).unwrap();
+    assert_eq!(len, a.len() + body);
+    set_retransmit(&mut buf[..len]);
+    let Ok(Frame::Data(d)) = Frame::parse(&buf[..len]) else {
+        panic!("not a valid DATA frame")
+    };
+    assert!(d.is_retransmit());
+    let frags: Vec<(u64, u8, &[u8])> = d.fragments().map(|f| (f.seq, f.flags, f.payload)).collect();
+    assert_eq!(
+        frags,
+        [
+            (10, FRAG_BEGIN | FRAG_END, &b"alpha"[..]),
+            (11, FRAG_BEGIN, b"be"),
+            (12, FRAG_END, b"ta"),
+            (13, FRAG_BEGIN | FRAG_END, b"gamma"),
+        ]
+    );
+}
