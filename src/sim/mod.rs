@@ -385,11 +385,12 @@ impl Sim {
                 debug_assert_eq!(t.destination, Destination::Group);
                 let from = p.addr;
                 let frame = self.buf[..t.len].to_vec();
-                if let Ok(h) = Header::parse(&frame) {
-                    if h.frame_type == FrameType::Data && h.flags & FLAG_RETRANSMIT != 0 {
-                        // Frames repaired: the datagram's first and those packed after it.
-                        self.retransmits[i] += 1 + coalesced;
-                    }
+                if let Ok(h) = Header::parse(&frame)
+                    && h.frame_type == FrameType::Data
+                    && h.flags & FLAG_RETRANSMIT != 0
+                {
+                    // Frames repaired: the datagram's first and those packed after it.
+                    self.retransmits[i] += 1 + coalesced;
                 }
                 self.multicast(i, from, frame);
             }
