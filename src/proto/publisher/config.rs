@@ -37,6 +37,11 @@ pub struct PublisherConfig {
     /// After repairing a frame, NAKs for it are ignored for this long, so that one loss
     /// seen by many receivers costs one repair.
     pub repair_linger: Duration,
+    /// The linger for NAKs flagged as repeats ([`wire::FLAG_REPEAT`]: the receiver asked
+    /// before and is still missing the data, so the repair was lost): short, so that a
+    /// lost repair is re-sent one round trip later rather than after `repair_linger`;
+    /// still absorbs the repeats of many receivers that lost the same repair at once.
+    pub repeat_linger: Duration,
     /// Most repairs queued at once; NAKs beyond it are dropped (receivers retry).
     pub max_queued_repairs: usize,
     /// Most ring frames one NAK may make the publisher examine (bounds NAK work).
@@ -94,6 +99,7 @@ impl Default for PublisherConfig {
             retransmit_rate: 64 << 20,
             retransmit_burst: 256 << 10,
             repair_linger: Duration::from_micros(200),
+            repeat_linger: Duration::from_micros(40),
             max_queued_repairs: 1024,
             max_frames_examined_per_nak: 1024,
             max_control_rate: 50_000,
@@ -125,6 +131,7 @@ impl PublisherConfig {
         let day = Duration::from_secs(86_400);
         self.linger = self.linger.min(day);
         self.repair_linger = self.repair_linger.min(day);
+        self.repeat_linger = self.repeat_linger.min(self.repair_linger);
         self.ring_bytes = self.ring_bytes.max(8 * self.mtu);
         self.ring_frames = self.ring_frames.max(8);
         self.ring_messages = self.ring_messages.max(8);

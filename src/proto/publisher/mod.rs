@@ -90,6 +90,8 @@ pub struct PublisherStats {
     pub naks_received: u64,
     /// Ranges in those NAKs.
     pub nak_ranges: u64,
+    /// NAKs flagged as repeats (their repairs were lost), served with `repeat_linger`.
+    pub naks_repeated: u64,
     /// Repair datagrams sent (each a DATA frame with the RETRANSMIT flag).
     pub retransmits: u64,
     /// Stored frames packed into the repair datagram of the frame before them (a repair
@@ -601,6 +603,14 @@ impl Publisher {
         self.stats.naks_received += 1;
         self.stats.nak_ranges += list.len() as u64;
         let sent_end = self.unsent_seq;
+        // A repeated request means the repair was lost, not in flight: only the short
+        // linger applies (it absorbs the repeats of receivers that lost the same repair).
+        let linger = if list.header.flags & wire::FLAG_REPEAT != 0 {
+            self.stats.naks_repeated += 1;
+            self.cfg.repeat_linger
+        } else {
+            self.cfg.repair_linger
+        };
         // Bound the work one NAK can cause, however wide its ranges; with the repair queue
         // full it can cause none (a flood costs O(ranges) per NAK, not a walk of the ring).
         let mut budget = if self.repair_backlog_full(now) {
@@ -642,10 +652,7 @@ impl Publisher {
                 if entry.repair_queued {
                     continue;
                 }
-                if entry
-                    .last_repair
-                    .is_some_and(|t| now < t + self.cfg.repair_linger)
-                {
+                if entry.last_repair.is_some_and(|t| now < t + linger) {
                     self.stats.repairs_suppressed += 1;
                     continue;
                 }

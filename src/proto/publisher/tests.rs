@@ -974,3 +974,32 @@ fn repairs_of_consecutive_frames_share_datagrams_up_to_the_mtu() {
     assert_eq!(p.stats().retransmits, 3);
     assert_eq!(p.stats().repairs_coalesced, 14 - 3);
 }
+
+/// A NAK flagged as a repeat is suppressed only within `repeat_linger` of the last repair
+/// of its frames; an unflagged one within `repair_linger`.
+#[test]
+fn repeated_naks_get_the_short_linger() {
+    let now = t0();
+    let cfg = PublisherConfig::default();
+    assert!(cfg.repeat_linger < cfg.repair_linger);
+    let mut p = Publisher::new(cfg.clone(), 9, now);
+    p.offer(now, b"x").unwrap();
+    drain(&mut p, now);
+    let first = nak(&p, &[SeqRange::new(0, 1)]);
+    let mut repeat = first.clone();
+    wire::set_flags(&mut repeat, wire::FLAG_REPEAT);
+    p.handle_datagram(now, peer(), &first);
+    assert_eq!(drain(&mut p, now).len(), 1);
+    // Inside the short linger: even a repeat is absorbed.
+    let t = now + cfg.repeat_linger / 2;
+    p.handle_datagram(t, peer(), &repeat);
+    assert!(drain(&mut p, t).is_empty());
+    // Past it, inside the long one: the plain NAK is absorbed, the repeat is served.
+    let t = now + cfg.repeat_linger + us(1);
+    p.handle_datagram(t, peer(), &first);
+    assert!(drain(&mut p, t).is_empty());
+    p.handle_datagram(t, peer(), &repeat);
+    assert_eq!(drain(&mut p, t).len(), 1);
+    assert_eq!(p.stats().naks_repeated, 2);
+    assert_eq!(p.stats().retransmits, 2);
+}

@@ -94,7 +94,7 @@ impl Default for ReceiverConfig {
             initial_rtt: Duration::from_micros(100),
             nak_backoff: Duration::from_micros(50),
             group_size_hint: 8,
-            nak_retry_min: Duration::from_micros(250),
+            nak_retry_min: Duration::from_micros(60),
             nak_retry_max: Duration::from_millis(50),
             max_nak_tries: 20,
             loss_deadline: Duration::from_secs(2),

@@ -291,6 +291,9 @@ pub struct ReceiverStats {
     pub gaps: u64,
     /// NAK frames sent.
     pub naks_sent: u64,
+    /// Of those, repeats: every range asked for before and still missing (its repair was
+    /// lost), flagged [`wire::FLAG_REPEAT`].
+    pub naks_repeated: u64,
     /// STATUS frames sent (unicast mode), LEAVING ones included.
     pub status_sent: u64,
     /// Ranges in those NAKs.
@@ -711,7 +714,7 @@ impl Receiver {
                 continue;
             }
             let mut ranges = [SeqRange::new(0, 1); MAX_RANGES];
-            let count = src.collect_nak(now, &self.cfg, &mut ranges);
+            let (count, repeat) = src.collect_nak(now, &self.cfg, &mut ranges);
             if count == 0 {
                 continue;
             }
@@ -723,6 +726,10 @@ impl Receiver {
                 &ranges[..count],
             )
             .expect("ranges are valid and the buffer holds a full NAK");
+            if repeat {
+                wire::set_flags(&mut buf[..len], wire::FLAG_REPEAT);
+                self.stats.naks_repeated += 1;
+            }
             let len = self
                 .keyring
                 .seal(buf, len)

@@ -528,15 +528,18 @@ impl Source {
         self.phase == Phase::Live && self.deadline.is_some_and(|d| d <= now)
     }
 
-    /// Collect the ranges to NAK now into `out`; returns how many. Updates the gaps' timers.
+    /// Collect the ranges to NAK now into `out`; returns how many, and whether every one
+    /// was NAKed before and is still unanswered (a repeat: see [`wire::FLAG_REPEAT`]).
+    /// Updates the gaps' timers.
     pub fn collect_nak(
         &mut self,
         now: Instant,
         cfg: &ReceiverConfig,
         out: &mut [SeqRange; MAX_RANGES],
-    ) -> usize {
+    ) -> (usize, bool) {
         let limit = self.cursor.saturating_add(self.window.capacity());
         let mut n = 0;
+        let mut repeat = true;
         let mut i = 0;
         while let Some(&g) = self.gaps.get(i) {
             if n == MAX_RANGES {
@@ -557,6 +560,7 @@ impl Source {
             let g = self.gaps.get_mut(i - 1);
             out[n] = g.range;
             n += 1;
+            repeat &= g.unanswered > 0;
             g.tries += 1;
             g.unanswered += 1;
             g.first_nak.get_or_insert(now);
@@ -564,7 +568,7 @@ impl Source {
             g.nak_at = now + Self::retry_interval(self.srtt, cfg, g.unanswered);
         }
         self.update_deadline(cfg);
-        n
+        (n, repeat && n > 0)
     }
 
     fn finish(&mut self, ctx: &mut Ctx<'_>, now: Instant) {

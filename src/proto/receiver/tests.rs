@@ -1178,3 +1178,55 @@ fn authentic_frames_replayed_from_another_address_are_dropped() {
     );
     assert_eq!(r.source_count(), 2);
 }
+
+/// A NAK asking again for what a first NAK asked for carries FLAG_REPEAT, and the
+/// publisher re-sends a lost repair after `repeat_linger`, well inside `repair_linger`:
+/// the lost repair costs about one retry interval, not the long linger.
+#[test]
+fn a_repeated_nak_is_flagged_and_its_lost_repair_is_resent_promptly() {
+    let cfg = ReceiverConfig {
+        initial_rtt: Duration::from_micros(5),
+        nak_backoff: Duration::from_micros(20),
+        nak_retry_min: Duration::from_micros(50),
+        ..ReceiverConfig::default()
+    };
+    let mut h = Harness::new(cfg);
+    let f0 = h.publish(b"a");
+    let _lost = h.publish(b"b");
+    let f2 = h.publish(b"c");
+    h.deliver(&f0[0]);
+    h.deliver(&f2[0]);
+    let detected = h.now;
+    let mut naks: Vec<(Duration, bool)> = Vec::new();
+    let mut repairs = 0;
+    while naks.len() < 2 {
+        h.now += Duration::from_micros(5);
+        assert!(h.now < detected + ms(1), "{naks:?}");
+        let events = &mut h.events;
+        h.receiver
+            .handle_timeout(h.now, &mut |e| events.push(own(e)));
+        while let Some(t) = h.receiver.poll_transmit(h.now, &mut h.buf) {
+            let frame = h.buf[..t.len].to_vec();
+            let Ok(Frame::Nak(list)) = Frame::parse(&frame) else {
+                continue;
+            };
+            let repeat = list.header.flags & wire::FLAG_REPEAT != 0;
+            naks.push((h.now - detected, repeat));
+            h.publisher
+                .handle_datagram(h.now, "10.0.1.1:6000".parse().unwrap(), &frame);
+        }
+        // Every repair is lost.
+        repairs += h
+            .frames()
+            .iter()
+            .filter(|f| matches!(Frame::parse(f), Ok(Frame::Data(d)) if d.is_retransmit()))
+            .count();
+    }
+    assert_eq!(naks.iter().map(|n| n.1).collect::<Vec<_>>(), [false, true]);
+    let gap = naks[1].0 - naks[0].0;
+    let linger = h.publisher.config().repair_linger;
+    assert!(gap < linger, "the repeat came {gap:?} after the first NAK");
+    assert_eq!(repairs, 2, "the repeat was served inside repair_linger");
+    assert_eq!(h.receiver.stats().naks_repeated, 1);
+    assert_eq!(h.publisher.stats().naks_repeated, 1);
+}

@@ -365,7 +365,13 @@ pub fn set_session_offset(frame: &mut [u8], offset: u64) {
 
 /// Mark an encoded DATA frame as a repair and refresh its CRC.
 pub fn set_retransmit(frame: &mut [u8]) {
-    let flags = read_u16(frame, 6) | FLAG_RETRANSMIT;
+    set_flags(frame, FLAG_RETRANSMIT);
+}
+
+/// Set `flags` (header bits, e.g. [`FLAG_REPEAT`](super::FLAG_REPEAT) on a NAK) in an
+/// encoded frame and refresh its CRC. Before sealing: the MAC covers the flags.
+pub fn set_flags(frame: &mut [u8], flags: u16) {
+    let flags = read_u16(frame, 6) | flags;
     write_u16(frame, 6, flags);
     finish_frame(frame);
 }

@@ -20,6 +20,10 @@ pub const HEADER_LEN: usize = 24;
 pub const PROTOCOL_VERSION: u8 = 1;
 /// DATA flag: the frame is a repair sent in answer to a NAK.
 pub const FLAG_RETRANSMIT: u16 = 0x0001;
+/// NAK flag (the same bit as [`FLAG_RETRANSMIT`]): every range was asked for before by this
+/// receiver and is still missing, so its repair was lost, not merely in flight. The
+/// publisher then applies the short `repeat_linger` instead of `repair_linger`.
+pub const FLAG_REPEAT: u16 = 0x0001;
 /// Any frame: an authentication trailer (key id and MAC) ends the frame; see
 /// [`crate::proto::auth`]. Covered by the MAC, so it cannot be stripped unnoticed.
 pub const FLAG_AUTH: u16 = 0x0002;

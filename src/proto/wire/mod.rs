@@ -17,11 +17,11 @@ mod header;
 
 pub use frames::{
     DataFrame, DataFrameWriter, Fragment, FragmentIter, Frame, RangeIter, RangeList,
-    append_data_fragments, emit_control, emit_ranges, emit_status, finish_frame, set_retransmit,
-    set_session_offset,
+    append_data_fragments, emit_control, emit_ranges, emit_status, finish_frame, set_flags,
+    set_retransmit, set_session_offset,
 };
 pub use header::{
-    FLAG_AUTH, FLAG_RETRANSMIT, FRAG_BEGIN, FRAG_END, FrameType, HEADER_LEN, Header,
+    FLAG_AUTH, FLAG_REPEAT, FLAG_RETRANSMIT, FRAG_BEGIN, FRAG_END, FrameType, HEADER_LEN, Header,
     PROTOCOL_VERSION, STATUS_LEAVING,
 };
 
