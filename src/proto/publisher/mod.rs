@@ -9,8 +9,9 @@
 //!    [`Destination`]. [`Destination::Group`] means the multicast group, or, in unicast
 //!    mode, every address [`Publisher::destinations`] yields right after that call (it
 //!    expires stale destinations first, so read the list after polling).
-//! 4. Sleep or spin until [`Publisher::poll_timeout`], then go to 2 (calling
-//!    `poll_transmit` again is all a timeout needs: timers are evaluated against `now`).
+//! 4. Sleep or spin until [`Publisher::poll_timeout`], call [`Publisher::handle_timeout`],
+//!    then go to 2. (`handle_timeout` is optional: `poll_transmit` evaluates every timer
+//!    against its `now` too.)
 //!
 //! # Unicast fan-out (networks without multicast)
 //! Receivers configured with `ReceiverConfig::status_to` send a STATUS frame to the
@@ -21,7 +22,7 @@
 //! static destinations that never expire. Recovery is unchanged: NAKs are unicast as
 //! always, and repairs go to [`Destination::Group`] like everything else.
 //!
-//! STATUS is not authenticated: anyone who can send the publisher a datagram can make it
+//! Without authentication, anyone who can send the publisher a STATUS datagram can make it
 //! send the stream to an address of their choosing (a spoofed source address included),
 //! for up to `destination_timeout`. `max_destinations` bounds the damage; deploy unicast
 //! mode only where the publisher's port is reachable by trusted hosts.
@@ -555,6 +556,22 @@ impl Publisher {
         self.heartbeat.interval = Duration::ZERO;
         self.heartbeat.last_sent = now;
         self.heartbeat.due_now = true;
+    }
+
+    /// Advance the timers to `now` without producing a frame: expire unicast destinations
+    /// silent for `destination_timeout`, and seal the open frame once `linger` has passed
+    /// (it then goes out at the next [`poll_transmit`](Self::poll_transmit)). Heartbeats,
+    /// repairs and CLOSE are timed by `poll_transmit` itself, so calling this is optional;
+    /// it is here for drivers that separate timers from transmission.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.expire_destinations(now);
+        if self
+            .open
+            .is_some_and(|o| now.saturating_duration_since(o.opened_at) >= self.cfg.linger)
+        {
+            self.seal();
+        }
     }
 
     /// How many datagrams [`handle_datagram`](Self::handle_datagram) will handle at `now`

@@ -1003,3 +1003,30 @@ fn repeated_naks_get_the_short_linger() {
     assert_eq!(p.stats().naks_repeated, 2);
     assert_eq!(p.stats().retransmits, 2);
 }
+
+/// `handle_timeout` seals a lingering frame once its linger has passed and expires silent
+/// destinations, without sending anything itself.
+#[test]
+fn handle_timeout_seals_a_lingering_frame_and_expires_destinations() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        linger: Duration::from_millis(1),
+        destination_timeout: Duration::from_millis(5),
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 4, now);
+    p.handle_datagram(now, addr(1), &status(0, 0, false));
+    p.offer(now, b"x").unwrap();
+    p.handle_timeout(now + us(500));
+    assert!(
+        p.has_open_frame() && p.full_frames() == 0,
+        "still lingering"
+    );
+    p.handle_timeout(now + Duration::from_millis(1));
+    assert!(!p.has_open_frame() && p.full_frames() == 1, "sealed");
+    assert_eq!(dests(&p).len(), 1);
+    p.handle_timeout(now + Duration::from_millis(6));
+    assert!(dests(&p).is_empty(), "expired");
+    assert_eq!(p.stats().destinations_expired, 1);
+    assert_eq!(p.stats().data_frames, 0, "nothing was sent");
+}
