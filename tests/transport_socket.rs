@@ -647,3 +647,31 @@ fn recv_at_most_leaves_the_rest_in_the_socket() {
     }
     assert_eq!(rest, (15..20).collect::<Vec<u8>>());
 }
+
+/// `send_slices` sends borrowed slices as datagrams, in order, without a batch.
+#[test]
+fn send_slices_gathers_datagrams_from_borrowed_memory() {
+    let cfg = lo_cfg();
+    let rx = open_unicast_receiver("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
+    let tx = open_sender(rx.local_addr, &cfg).unwrap();
+    let store: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
+    let frames: Vec<&[u8]> = store.iter().map(|v| v.as_slice()).collect();
+    assert_eq!(
+        nakcast::transport::batch::send_slices(&tx.socket, &[]).unwrap(),
+        0
+    );
+    // At most MAX_GATHER per call.
+    let n = nakcast::transport::batch::send_slices(&tx.socket, &frames).unwrap();
+    assert_eq!(n, nakcast::transport::batch::MAX_GATHER);
+    let n2 = nakcast::transport::batch::send_slices(&tx.socket, &frames[n..]).unwrap();
+    assert_eq!(n + n2, 40);
+    let mut rb = RecvBatch::new(64, 128);
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let start = Instant::now();
+    while got.len() < 40 && start.elapsed() < DEADLINE {
+        if rb.recv(&rx.socket).is_ok() {
+            got.extend(rb.iter().map(|d| d.unwrap().payload.to_vec()));
+        }
+    }
+    assert_eq!(got, store);
+}

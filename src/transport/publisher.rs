@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::batch::{RecvBatch, SendBatch};
+use super::batch::{self, MAX_GATHER, RecvBatch, SendBatch};
 use super::channel::Channel;
 use super::error::Error;
 use super::socket::{self, SocketConfig, SocketWarning};
@@ -234,6 +234,9 @@ impl Publisher {
             }
         };
         let mut sent = 0;
+        if self.multicast && !seal_open && self.send.is_empty() {
+            sent += self.send_full_frames_from_ring(now);
+        }
         if self.multicast && self.send.is_empty() {
             // The latency path: the first frame goes out at once with one plain `send`
             // straight from the frame buffer (no copy into the batch, no `sendmmsg` header
@@ -314,6 +317,40 @@ impl Publisher {
             sent += send_batch(&mut self.send, &self.data, &mut self.send_errors);
             if !self.send.is_empty() {
                 return sent;
+            }
+        }
+    }
+
+    /// The throughput path: full frames go out straight from the retransmit ring, up to
+    /// [`MAX_GATHER`] per `sendmmsg`, with no copy into the send batch (when the core has
+    /// nothing to send before them and no trailer to add; otherwise this sends nothing
+    /// and the caller's path does it all). Stops when the kernel pushes back.
+    fn send_full_frames_from_ring(&mut self, now: Instant) -> usize {
+        let mut sent = 0;
+        loop {
+            let mut frames: [&[u8]; MAX_GATHER] = [&[]; MAX_GATHER];
+            let mut n = 0;
+            for (slot, f) in frames.iter_mut().zip(self.core.unsent_data()) {
+                *slot = f;
+                n += 1;
+            }
+            if n == 0 {
+                return sent;
+            }
+            let done = match batch::send_slices(&self.data, &frames[..n]) {
+                Ok(k) => k,
+                Err(_) => {
+                    // Refused (e.g. EPERM from a firewall): the first is dropped and
+                    // counted; receivers will NAK it.
+                    self.send_errors += 1;
+                    self.core.data_sent(now, 1);
+                    continue;
+                }
+            };
+            self.core.data_sent(now, done);
+            sent += done;
+            if done < n {
+                return sent; // The kernel pushes back: the rest waits in the core.
             }
         }
     }

@@ -872,18 +872,50 @@ impl Publisher {
             .keyring
             .seal(buf, stored)
             .expect("poll_transmit buffers hold mtu bytes");
+        self.data_frame_sent(now, len);
+        Some(Transmit {
+            destination: Destination::Group,
+            len,
+        })
+    }
+
+    /// Bookkeeping for the oldest unsent frame, just sent as `len` bytes.
+    fn data_frame_sent(&mut self, now: Instant, len: usize) {
+        let i = self.ring.len() - self.unsent_frames;
         self.unsent_seq = self.ring.entry(i).end_seq;
         self.unsent_frames -= 1;
-        self.unsent_bytes -= stored;
+        self.unsent_bytes -= self.ring.entry(i).len();
         self.stats.data_frames += 1;
         self.stats.data_bytes += len as u64;
         let hb = &mut self.heartbeat;
         hb.last_data = now;
         hb.data_since = true;
-        Some(Transmit {
-            destination: Destination::Group,
-            len,
-        })
+    }
+
+    /// The sealed, unsent frames exactly as they go on the wire, oldest first, when they
+    /// can be sent straight from the ring: nothing must go before them (no UNAVAILABLE
+    /// notice or repair queued) and they need no trailer (authentication off). Otherwise
+    /// none. For an I/O layer that gathers datagrams from memory instead of copying them
+    /// (`sendmmsg` over the ring); it then reports how many went out with
+    /// [`data_sent`](Self::data_sent). [`poll_transmit`](Self::poll_transmit) remains the
+    /// general path.
+    pub fn unsent_data(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        let ready = self.repairs.is_empty()
+            && self.pending_unavailable.is_none()
+            && self.keyring.trailer_len() == 0;
+        let n = if ready { self.unsent_frames } else { 0 };
+        let first = self.ring.len() - n;
+        (first..self.ring.len()).map(|i| self.ring.frame(i))
+    }
+
+    /// Record that the first `n` frames [`unsent_data`](Self::unsent_data) yielded were
+    /// sent at `now` (as [`poll_transmit`](Self::poll_transmit) would have sent them).
+    pub fn data_sent(&mut self, now: Instant, n: usize) {
+        self.now = now;
+        for _ in 0..n.min(self.unsent_frames) {
+            let len = self.ring.frame(self.ring.len() - self.unsent_frames).len();
+            self.data_frame_sent(now, len);
+        }
     }
 
     fn heartbeat_due(&self) -> Instant {

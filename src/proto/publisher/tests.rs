@@ -1030,3 +1030,49 @@ fn handle_timeout_seals_a_lingering_frame_and_expires_destinations() {
     assert_eq!(p.stats().destinations_expired, 1);
     assert_eq!(p.stats().data_frames, 0, "nothing was sent");
 }
+
+/// `unsent_data` exposes sealed frames for sending straight from the ring only when
+/// nothing must go first and no trailer is needed; `data_sent` then does what
+/// `poll_transmit` would have done for them.
+#[test]
+fn unsent_data_gathers_from_the_ring_only_when_nothing_goes_first() {
+    let now = t0();
+    let mut p = Publisher::new(PublisherConfig::default(), 6, now);
+    let mut q = Publisher::new(PublisherConfig::default(), 6, now);
+    for i in 0..100u32 {
+        for x in [&mut p, &mut q] {
+            x.offer(now, &[i as u8; 1000]).unwrap();
+        }
+    }
+    p.flush();
+    q.flush();
+    let gathered: Vec<Vec<u8>> = p.unsent_data().map(|f| f.to_vec()).collect();
+    assert_eq!(gathered.len(), 100);
+    p.data_sent(now, 40);
+    assert_eq!(p.unsent_data().len(), 60);
+    p.data_sent(now, 60);
+    assert_eq!(p.unsent_data().len(), 0);
+    // The same frames, and the same counters, as poll_transmit.
+    assert_eq!(drain(&mut q, now), gathered);
+    assert_eq!(p.stats().data_frames, q.stats().data_frames);
+    assert_eq!(p.stats().data_bytes, q.stats().data_bytes);
+    assert!(drain(&mut p, now).is_empty(), "nothing left to send");
+    // A queued repair goes first: nothing is gathered until it has gone.
+    p.offer(now, b"more").unwrap();
+    p.flush();
+    p.handle_datagram(now, peer(), &nak(&p, &[SeqRange::new(0, 1)]));
+    assert_eq!(p.unsent_data().len(), 0);
+    let out = drain(&mut p, now);
+    assert!(data(&out[0]).is_retransmit());
+    assert_eq!(out.len(), 2);
+    // With authentication every frame needs a trailer: never gathered.
+    let cfg = PublisherConfig {
+        auth: crate::proto::AuthConfig::with_key(1, [7; 32]),
+        ..PublisherConfig::default()
+    };
+    let mut a = Publisher::new(cfg, 6, now);
+    a.offer(now, b"sealed").unwrap();
+    a.flush();
+    assert_eq!(a.unsent_data().len(), 0);
+    assert_eq!(drain(&mut a, now).len(), 1);
+}
