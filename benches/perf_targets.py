@@ -15,6 +15,7 @@ uses loopback multicast (127.0.0.1) on free ports only.
 """
 import argparse
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -24,6 +25,8 @@ import time
 from pathlib import Path
 
 BIN = str(Path(__file__).resolve().parent.parent / "target/release/nakcast")
+# NAKCAST_BIN: a build elsewhere (CARGO_TARGET_DIR), e.g. to compare two commits.
+BIN = os.environ.get("NAKCAST_BIN", BIN)
 IFACE = ["--interface", "127.0.0.1"]
 PIN = False
 
@@ -66,12 +69,12 @@ def ping(raw: bool, count: int, idle: str = "spin", rate: float | None = None) -
 def one_way(raw: bool, count: int, size: int) -> dict:
     g = f"239.255.77.1:{free_port()}"
     common = ["--group", g, *IFACE, "--json"] + (["--raw"] if raw else [])
-    sub = subprocess.Popen([BIN, "sub", *common, "--count", str(count), "--idle", "spin",
+    sub = subprocess.Popen([*pin(0), BIN, "sub", *common, "--count", str(count), "--idle", "spin",
                             "--idle-timeout", "3"], stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL, text=True)
     try:
         time.sleep(0.3)
-        subprocess.run([BIN, "pub", *common, "--count", str(count), "--size", str(size),
+        subprocess.run([*pin(1), BIN, "pub", *common, "--count", str(count), "--size", str(size),
                         "--linger", "0.5"], capture_output=True, text=True, timeout=300)
         out, _ = sub.communicate(timeout=60)
         return last_json(out)
