@@ -238,6 +238,49 @@ fn bench_recovers_injected_loss() {
     assert_eq!(u(&j, "repair_samples"), u(&j, "recovered"), "{j}");
     assert!(f(&j, "repair_p50_us") > 0.0, "{j}");
     assert!(f(&j, "repair_p50_us") <= f(&j, "repair_p99_us"), "{j}");
+    // Scripts depend on these names (`nakcast::bench::BenchReport` serialized): exactly them.
+    let mut keys: Vec<&str> = j.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    keys.sort_unstable();
+    let mut want = vec![
+        "subscribers",
+        "count",
+        "size",
+        "rate",
+        "loss_pct",
+        "delivered",
+        "elapsed_s",
+        "send_s",
+        "msgs_per_s",
+        "mb_per_s",
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p999_us",
+        "max_us",
+        "mean_us",
+        "samples",
+        "injected_drops",
+        "gaps",
+        "recovered",
+        "lost",
+        "reported_lost",
+        "unreported_lost",
+        "out_of_order",
+        "naks_sent",
+        "repair_p50_us",
+        "repair_p99_us",
+        "repair_max_us",
+        "repair_samples",
+        "naks_received",
+        "retransmitted",
+        "unavailable",
+        "data_frames",
+        "send_errors",
+        "auth",
+        "auth_failures",
+    ];
+    want.sort_unstable();
+    assert_eq!(keys, want, "{j}");
     // The human table precedes the JSON line.
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("latency"), "{stdout}");

@@ -379,18 +379,18 @@ fn unicast_fanout_static_destinations_repair_losses() {
 }
 
 #[test]
-fn embedded_bench_prints_one_json_line() {
+fn embedded_bench_prints_the_bench_json() {
     let out = run(
         "embedded_bench",
         &[
             "--group",
-            &group(4),
+            "239.255.91.4",
             "--count",
             "50000",
             "--subscribers",
             "2",
             "--loss",
-            "0.02",
+            "2",
         ],
         Duration::from_secs(20),
     );
@@ -401,16 +401,30 @@ fn embedded_bench_prints_one_json_line() {
         v[k].as_f64()
             .unwrap_or_else(|| panic!("{k} is not a number in {v}"))
     };
-    assert_eq!(v["complete"], true);
     assert_eq!(n("delivered"), 100_000.0);
     assert_eq!(n("lost"), 0.0);
     assert_eq!(n("out_of_order"), 0.0);
-    assert!(n("msgs_per_sec") > 0.0 && n("elapsed_s") > 0.0, "{v}");
+    assert!(n("msgs_per_s") > 0.0 && n("elapsed_s") > 0.0, "{v}");
+    assert!(n("p50_us") > 0.0 && n("p50_us") <= n("p99_us"), "{v}");
     // 2% injected loss: repairs happened, and their latency was measured.
-    assert!(n("injected_drops") > 0.0 && n("retransmits") > 0.0, "{v}");
+    assert!(n("injected_drops") > 0.0 && n("retransmitted") > 0.0, "{v}");
     assert!(n("recovered") > 0.0 && n("repair_samples") > 0.0, "{v}");
     assert!(
         n("repair_p50_us") > 0.0 && n("repair_p50_us") <= n("repair_p99_us"),
         "{v}"
     );
+
+    // The same field names as `nakcast bench --json`: both run `nakcast::bench::run`.
+    let cli = Command::new(env!("CARGO_BIN_EXE_nakcast"))
+        .args(["bench", "--count", "2000", "--subscribers", "1", "--json"])
+        .output()
+        .expect("run nakcast bench");
+    assert!(cli.status.success(), "{cli:?}");
+    let stdout = String::from_utf8_lossy(&cli.stdout);
+    let c: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON");
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        v.as_object().expect("an object").keys().cloned().collect()
+    };
+    assert_eq!(keys(&v), keys(&c));
 }
