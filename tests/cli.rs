@@ -310,6 +310,59 @@ fn pub_and_sub_raw_baseline() {
     assert!(f(&j, "mb_per_s") > 0.0, "{j}");
 }
 
+/// Sends one datagram per index as `pub --raw` would (the 8-byte index, no more) to
+/// `group` over loopback.
+fn send_raw_indices(group: &str, indices: &[u64]) {
+    let Ok(interface) = "127.0.0.1".parse::<nakcast::Interface>();
+    let cfg = nakcast::SocketConfig {
+        interface,
+        ..nakcast::SocketConfig::default()
+    };
+    let dest = group.parse().expect("ADDR:PORT");
+    let s = nakcast::transport::open_sender(dest, &cfg)
+        .expect("a sender on 127.0.0.1")
+        .socket;
+    for i in indices {
+        s.send(&i.to_le_bytes()).expect("send");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn sub_raw_fails_on_loss_and_reordering() {
+    let _g = serial();
+    // (indices sent, lost, out of order): 2 never sent; 2 before 1.
+    for (tag, indices, lost, out_of_order) in [(22, [0, 1, 3], 1, 0), (23, [0, 2, 1], 0, 1)] {
+        let g = group(tag);
+        let sub = Proc::spawn(&[
+            "sub",
+            "--raw",
+            "--group",
+            &g,
+            "--interface",
+            "127.0.0.1",
+            "--count",
+            "3",
+            "--idle-timeout",
+            "5",
+            "--json",
+        ]);
+        std::thread::sleep(Duration::from_millis(300));
+        send_raw_indices(&g, &indices);
+        let out = sub.wait(Duration::from_secs(10));
+        let j = last_json(&out);
+        assert_eq!(u(&j, "delivered"), 3, "{indices:?}: {j}");
+        assert_eq!(u(&j, "lost"), lost, "{indices:?}: {j}");
+        assert_eq!(u(&j, "out_of_order"), out_of_order, "{indices:?}: {j}");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{indices:?}: {}",
+            describe(&out)
+        );
+    }
+}
+
 fn ping_pong(raw: bool) {
     ping_pong_idle(raw, "spin");
 }

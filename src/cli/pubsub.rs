@@ -143,7 +143,8 @@ pub struct SubArgs {
     #[arg(long, value_enum, default_value = "block")]
     idle: IdleArg,
     /// Plain UDP, no protocol: one message per datagram from `pub --raw`; no recovery, so
-    /// `lost` counts what never arrived (the baseline for throughput).
+    /// `lost` counts what never arrived (the baseline for throughput). Exits 1 when any
+    /// message was lost or out of order.
     #[arg(long, conflicts_with_all = ["from_oldest", "loss", "print"])]
     raw: bool,
     /// Print one JSON object on the last line of stdout instead of a status line.
@@ -572,9 +573,13 @@ fn run_sub_raw(a: &SubArgs) -> Result<(), CliError> {
              lost {lost}, out of order {out_of_order}, corrupt {corrupt}"
         );
     }
-    if a.count.is_some_and(|c| delivered < c) || corrupt > 0 {
+    // The same rule as `sub`: --count reached, nothing lost, every message intact and in
+    // order.
+    if a.count.is_some_and(|c| delivered < c) || lost > 0 || out_of_order > 0 || corrupt > 0 {
+        let wanted = a.count.map_or(String::new(), |c| format!(" of {c}"));
         return Err(CliError::Failed(format!(
-            "sub --raw: {delivered} of {count} delivered, {lost} lost, {corrupt} corrupt"
+            "sub --raw: {delivered}{wanted} delivered, {lost} lost, {out_of_order} out of order, \
+             {corrupt} corrupt"
         )));
     }
     Ok(())
