@@ -363,6 +363,51 @@ fn sub_raw_fails_on_loss_and_reordering() {
     }
 }
 
+/// `text` is an HdrHistogram percentile distribution (the `.hgrm` text format) of `count`
+/// samples: the column header, rows of value / percentile (rising to 1) / count /
+/// 1/(1-percentile), then the `#[Mean ...]` and `#[Max ..., Total count ...]` footer.
+fn check_hgrm(text: &str, count: u64) {
+    let header: Vec<&str> = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"],
+        "{text}"
+    );
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            l.split_whitespace()
+                .map(|x| x.parse().unwrap_or_else(|_| panic!("bad row {l:?}")))
+                .collect()
+        })
+        .collect();
+    assert!(rows.len() > 10, "{text}");
+    for w in rows.windows(2) {
+        // Values and percentiles never decrease.
+        assert!(w[0][0] <= w[1][0] && w[0][1] <= w[1][1], "{text}");
+    }
+    let (first, last) = (&rows[0], &rows[rows.len() - 1]);
+    assert!(
+        first[0] > 0.0 && first[1] >= 0.0 && first[1] < 0.5,
+        "{text}"
+    );
+    assert_eq!(last[1], 1.0, "{text}");
+    let total: f64 = rows.iter().map(|r| r[2]).sum();
+    assert_eq!(total, count as f64, "{text}");
+    assert!(text.contains("#[Mean    ="), "{text}");
+    assert!(
+        text.contains(&format!("Total count    = {count:>12}]")),
+        "{text}"
+    );
+}
+
 fn ping_pong(raw: bool) {
     ping_pong_idle(raw, "spin");
 }
@@ -391,18 +436,24 @@ fn ping_pong_idle(raw: bool, idle: &str) {
         std::process::id()
     ));
     let plot_s = plot.to_string_lossy().to_string();
+    let hgrm = plot.with_extension("hgrm");
+    let hgrm_s = hgrm.to_string_lossy().to_string();
     let mut ping_args = vec!["ping", "--count", "2000", "--warmup", "100", "--json"];
     ping_args.extend(&args);
-    ping_args.extend(["--plot", &plot_s]);
+    ping_args.extend(["--plot", &plot_s, "--hgrm", &hgrm_s]);
     let out = run(&ping_args, Duration::from_secs(30));
     drop(pong);
     let svg = std::fs::read_to_string(&plot).unwrap_or_default();
     let _ = std::fs::remove_file(&plot);
+    let hgrm_text = std::fs::read_to_string(&hgrm);
+    let _ = std::fs::remove_file(&hgrm);
     assert!(
         svg.starts_with("<svg") && svg.contains("99%"),
         "--plot wrote {svg:.200}"
     );
     assert!(out.status.success(), "{}", describe(&out));
+    let hgrm_text = hgrm_text.unwrap_or_else(|e| panic!("--hgrm wrote no {hgrm_s}: {e}"));
+    check_hgrm(&hgrm_text, 2000);
     let j = last_json(&out);
     assert_eq!(u(&j, "count"), 2000, "{j}");
     assert_eq!(j["raw"].as_bool(), Some(raw), "{j}");
