@@ -363,6 +363,53 @@ fn sub_raw_fails_on_loss_and_reordering() {
     }
 }
 
+#[test]
+fn sub_reports_a_publisher_restart() {
+    let _g = serial();
+    let g = group(24);
+    let source_port = free_port().to_string();
+    let common = ["--group", &g, "--interface", "127.0.0.1"];
+    let sub = |json: bool| {
+        let mut args = vec!["sub"];
+        args.extend(common);
+        args.extend(["--idle-timeout", "5"]);
+        if json {
+            args.push("--json");
+        }
+        Proc::spawn(&args)
+    };
+    let (with_json, human) = (sub(true), sub(false));
+    std::thread::sleep(Duration::from_millis(300));
+    let pub_args = ["pub", "--group", &g, "--interface", "127.0.0.1"];
+    let pub_args = [&pub_args[..], &["--source-port", &source_port]].concat();
+    // A publisher killed mid-stream (no CLOSE), then a new one on the same source port: a
+    // new session of the same source.
+    let first = Proc::spawn(&[&pub_args[..], &["--rate", "2000", "--count", "1000000"]].concat());
+    std::thread::sleep(Duration::from_millis(500));
+    drop(first);
+    let second = [
+        "--count", "500", "--rate", "5000", "--linger", "0.5", "--json",
+    ];
+    let p = run(&[&pub_args[..], &second].concat(), Duration::from_secs(20));
+    assert!(p.status.success(), "pub: {}", describe(&p));
+    let session = last_json(&p)["session"]
+        .as_str()
+        .expect("session")
+        .to_string();
+
+    let out = with_json.wait(Duration::from_secs(20));
+    let j = last_json(&out);
+    assert_eq!(u(&j, "restarts"), 1, "{}", describe(&out));
+    assert_eq!(u(&j, "sessions"), 2, "{j}");
+    let out = human.wait(Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("restarted: new session {session}")),
+        "{}",
+        describe(&out)
+    );
+}
+
 /// `text` is an HdrHistogram percentile distribution (the `.hgrm` text format) of `count`
 /// samples: the column header, rows of value / percentile (rising to 1) / count /
 /// 1/(1-percentile), then the `#[Mean ...]` and `#[Max ..., Total count ...]` footer.
