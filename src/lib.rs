@@ -10,7 +10,7 @@
 //!   sockets, clocks or threads: bytes and an `Instant` in, frames, events and deadlines out.
 //! - [`sim`]: a deterministic network simulator that drives the core in virtual time.
 //! - [`transport`]: sockets, batched syscalls, and the [`Publisher`] / [`Subscriber`] API.
-//! - [`bench`]: the in-process benchmark behind `nakcast bench`, callable from code.
+//! - [`bench`](mod@bench): the in-process benchmark behind `nakcast bench`, callable from code.
 #![deny(unsafe_code)]
 
 #[cfg(unix)]
