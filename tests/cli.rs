@@ -328,6 +328,22 @@ fn send_raw_indices(group: &str, indices: &[u64]) {
     }
 }
 
+/// A socket joined to `group` on loopback, blocking up to 100 ms per receive.
+fn loopback_receiver(group: &str) -> UdpSocket {
+    let Ok(interface) = "127.0.0.1".parse::<nakcast::Interface>();
+    let cfg = nakcast::SocketConfig {
+        interface,
+        ..nakcast::SocketConfig::default()
+    };
+    let s = nakcast::transport::open_multicast_receiver(group.parse().expect("ADDR:PORT"), &cfg)
+        .expect("a receiver on 127.0.0.1")
+        .socket;
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    s
+}
+
 #[test]
 fn sub_raw_fails_on_loss_and_reordering() {
     let _g = serial();
@@ -384,8 +400,19 @@ fn sub_reports_a_publisher_restart() {
     let pub_args = [&pub_args[..], &["--source-port", &source_port]].concat();
     // A publisher killed mid-stream (no CLOSE), then a new one on the same source port: a
     // new session of the same source.
+    let listener = loopback_receiver(&g);
     let first = Proc::spawn(&[&pub_args[..], &["--rate", "2000", "--count", "1000000"]].concat());
-    std::thread::sleep(Duration::from_millis(500));
+    // Kill it only once it is heard on the group, and a while after (the subscribers must
+    // have heard it too), however slow the machine.
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listener.recv(&mut buf).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the first publisher was never heard"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1000));
     drop(first);
     let second = [
         "--count", "500", "--rate", "5000", "--linger", "0.5", "--json",
