@@ -12,13 +12,20 @@
 //! version would mean a message vanished without a `Loss` event. The summary counts those
 //! (`inconsistent=`), and it stays 0.
 //!
-//! To see loss handling on loopback (where nothing is lost), `--loss 0.01` drops 1% of the
-//! datagrams on receipt and `--loss-deadline-ms 0` gives up on a gap at its first NAK
-//! instead of waiting for the repair (`ReceiverConfig::loss_deadline`).
+//! By default it runs on its own: a publisher thread in the same process sends the feed
+//! (a compact version of `market_data_publisher`'s loop: steady rate, snapshot rounds, and
+//! a simulated crash and restart half-way, on the same source port), and the subscriber
+//! drops 1% of the datagrams it receives (`--loss`) and gives up on a gap at its first NAK
+//! (`--loss-deadline-ms 0`, `ReceiverConfig::loss_deadline`) instead of waiting for the
+//! repair, so that both the Loss/stale and the restart/rebuild paths run on loopback, where
+//! nothing is lost otherwise. `--external true` only subscribes, to a separately started
+//! publisher (then it exits 1 if none is heard within `--wait-ms`).
 //!
 //! ```sh
-//! cargo run --release --example book_subscriber &
-//! cargo run --release --example market_data_publisher
+//! cargo run --release --example book_subscriber
+//! # or against a separate publisher:
+//! cargo run --release --example book_subscriber -- --external true &
+//! cargo run --release --example market_data_publisher -- --restart-at-ms 1500
 //! ```
 
 #[path = "feed/mod.rs"]
@@ -28,24 +35,165 @@ use std::collections::HashMap;
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use feed::{Args, Book, State, px};
-use nakcast::{Channel, Event, JoinPolicy, SourceId, Subscriber, SubscriberOptions};
+use feed::{Args, Book, Generator, QUOTE_LEN, State, px};
+use nakcast::{
+    Channel, Event, JoinPolicy, OfferError, Publisher, PublisherOptions, SourceId, Subscriber,
+    SubscriberOptions,
+};
 
 const USAGE: &str = "\
 book_subscriber: top-of-book from the market_data_publisher feed
 
+By default the feed runs in this process (a publisher thread that crashes and restarts
+half-way) and 1% of the datagrams are dropped on receipt, so that losses and the restart
+show. --external true subscribes to a separately started market_data_publisher instead.
+
 Options (all optional):
+  --external true|false   follow an external publisher, start none [false]
   --group ADDR:PORT       multicast group and port        [239.255.9.1:40461]
   --interface IP          interface to join on            [127.0.0.1]
   --stream ID             stream id                       [9]
   --instruments N         book size (grows if needed)     [300]
   --messages N            exit after N messages (0 = no limit) [0]
-  --wait-ms MS            exit if no message arrives within MS of starting [30000]
+  --wait-ms MS            exit 1 if no message arrives within MS of starting
+                          [30000 external, 5000 in-process]
   --idle-timeout-ms MS    exit after MS without a message, once messages flow [2000]
   --max-duration-ms MS    exit after MS in any case       [60000]
   --join first|oldest     JoinPolicy::FirstSeen / FromOldest [first]
-  --loss P                drop this fraction of datagrams on receipt (demo) [0]
-  --loss-deadline-ms MS   ReceiverConfig::loss_deadline   [2000]";
+  --loss P                drop this fraction of datagrams on receipt [0.01 in-process, 0 external]
+  --loss-deadline-ms MS   ReceiverConfig::loss_deadline   [0 in-process, 2000 external]
+
+In-process feed (ignored with --external true):
+  --rate N                steady messages per second      [20000]
+  --duration-ms MS        how long to publish             [3000]
+  --restart-at-ms MS      simulate a crash and restart at MS (0 = never) [1500]
+  --snapshot-ms MS        full quote of every instrument every MS [500]";
+
+/// The in-process feed's settings.
+struct FeedPlan {
+    channel: Channel,
+    instruments: usize,
+    rate: f64,
+    duration: Duration,
+    restart_at: Option<Duration>,
+    snapshot_every: Duration,
+}
+
+/// What the in-process publisher did, all sessions together.
+#[derive(Default)]
+struct FeedSummary {
+    messages: u64,
+    sessions: u64,
+    naks_received: u64,
+    retransmits: u64,
+}
+
+/// Offer one message, waiting out back-pressure by driving the publisher (see
+/// `market_data_publisher` for the case-by-case handling).
+fn offer(p: &mut Publisher, msg: &[u8]) -> Result<(), String> {
+    loop {
+        match p.offer_deferred(msg) {
+            Ok(_) => return Ok(()),
+            Err(OfferError::BackPressure | OfferError::RateLimited(_)) => {
+                p.flush();
+                p.poll().map_err(|e| e.to_string())?;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// The in-process publisher thread: a compact version of `market_data_publisher`'s loop.
+/// It sends feed messages at a steady rate and a full quote of every instrument every
+/// `snapshot_every`; at `restart_at` it drops its publisher without closing it (a crash)
+/// and opens a new one on the same source port, which the subscriber sees as
+/// `Event::Restarted`. At the end a last snapshot round, then a clean close.
+fn run_feed(plan: FeedPlan) -> Result<FeedSummary, String> {
+    let open = |source_port: u16| {
+        let mut po = PublisherOptions::new(plan.channel.clone());
+        po.socket.source_port = source_port;
+        Publisher::new(po).map_err(|e| e.to_string())
+    };
+    let mut p = open(0)?;
+    let source_port = p.local_addr().port();
+    let mut summary = FeedSummary {
+        sessions: 1,
+        ..FeedSummary::default()
+    };
+    let add_stats = |p: &Publisher, summary: &mut FeedSummary| {
+        let s = p.stats();
+        summary.messages += s.messages;
+        summary.naks_received += s.naks_received;
+        summary.retransmits += s.retransmits;
+    };
+    let mut feed = Generator::new(plan.instruments, 1);
+    let mut buf = [0u8; QUOTE_LEN];
+    println!(
+        "publisher: in-process feed of {} instruments from {} (session {:#x}), {} msgs/s for {:?}",
+        feed.len(),
+        p.local_addr(),
+        p.session(),
+        plan.rate,
+        plan.duration
+    );
+    let start = Instant::now();
+    let mut restart_at = plan.restart_at;
+    let mut next_snapshot = Duration::ZERO;
+    let mut sent: u64 = 0;
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= plan.duration {
+            break;
+        }
+        if restart_at.is_some_and(|t| elapsed >= t) {
+            restart_at = None;
+            add_stats(&p, &mut summary);
+            // A crash: no CLOSE frames, the ring is gone.
+            drop(p);
+            p = open(source_port)?;
+            summary.sessions += 1;
+            // The new process starts its feed state from scratch (versions included).
+            feed = Generator::new(plan.instruments, summary.sessions);
+            next_snapshot = elapsed;
+            println!(
+                "publisher: crashed and restarted at {:.3}s as session {:#x}",
+                elapsed.as_secs_f64(),
+                p.session()
+            );
+        }
+        let ts = elapsed.as_nanos() as u64;
+        if elapsed >= next_snapshot {
+            for id in 0..feed.len() {
+                offer(&mut p, feed.snapshot(id, ts).encode(&mut buf))?;
+            }
+            next_snapshot = elapsed + plan.snapshot_every;
+        }
+        // At most 1024 per turn, so that NAKs are served between chunks.
+        let due = (plan.rate * elapsed.as_secs_f64()) as u64;
+        let n = due.saturating_sub(sent).min(1024);
+        for _ in 0..n {
+            offer(&mut p, feed.next(ts).encode(&mut buf))?;
+        }
+        sent += n;
+        p.flush();
+        let work = p.poll().map_err(|e| e.to_string())?;
+        if n == 0 && work == 0 {
+            // Paced, not spinning: the subscriber may need the other core.
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+    // A last snapshot round so that stale instruments come back, then a clean close that
+    // serves NAKs for a while.
+    let ts = start.elapsed().as_nanos() as u64;
+    for id in 0..feed.len() {
+        offer(&mut p, feed.snapshot(id, ts).encode(&mut buf))?;
+    }
+    p.flush();
+    p.close(Duration::from_millis(300))
+        .map_err(|e| e.to_string())?;
+    add_stats(&p, &mut summary);
+    Ok(summary)
+}
 
 /// What happened to the publishers, for the summary.
 #[derive(Default)]
@@ -60,25 +208,32 @@ struct Sessions {
     restarts: u64,
 }
 
-/// Follow the feed until the publisher closes, the message limit, or a timeout.
+/// Follow the feed (started in-process unless `--external true`) until the publisher
+/// closes, the message limit, or a timeout.
 fn main() -> Result<(), Box<dyn Error>> {
     let mut a = Args::parse(USAGE);
+    let external: bool = a.get("external", false);
     let group: String = a.get("group", "239.255.9.1:40461".to_string());
     let interface: String = a.get("interface", "127.0.0.1".to_string());
     let stream: u32 = a.get("stream", 9);
     let instruments: usize = a.get("instruments", 300);
     let max_messages: u64 = a.get("messages", 0);
     let idle_timeout = Duration::from_millis(a.get("idle-timeout-ms", 2_000));
-    let wait = Duration::from_millis(a.get("wait-ms", 30_000));
+    let wait = Duration::from_millis(a.get("wait-ms", if external { 30_000 } else { 5_000 }));
     let max_duration = Duration::from_millis(a.get("max-duration-ms", 60_000));
     let join: String = a.get("join", "first".to_string());
-    let loss: f64 = a.get("loss", 0.0);
-    let loss_deadline = Duration::from_millis(a.get("loss-deadline-ms", 2_000));
+    let loss: f64 = a.get("loss", if external { 0.0 } else { 0.01 });
+    let loss_deadline =
+        Duration::from_millis(a.get("loss-deadline-ms", if external { 2_000 } else { 0 }));
+    let rate: f64 = a.get("rate", 20_000.0);
+    let duration = Duration::from_millis(a.get("duration-ms", 3_000));
+    let restart_at = Duration::from_millis(a.get("restart-at-ms", 1_500));
+    let snapshot_every = Duration::from_millis(a.get("snapshot-ms", 500u64).max(1));
     a.finish();
 
     let channel: Channel =
         format!("udp://{group}?interface={interface}&stream={stream}").parse()?;
-    let mut opts = SubscriberOptions::new(channel);
+    let mut opts = SubscriberOptions::new(channel.clone());
     opts.protocol.join = match join.as_str() {
         "first" => JoinPolicy::FirstSeen,
         "oldest" => JoinPolicy::FromOldest,
@@ -87,8 +242,36 @@ fn main() -> Result<(), Box<dyn Error>> {
     opts.protocol.loss_deadline = loss_deadline;
     opts.inject_loss = loss.clamp(0.0, 1.0);
     let mut sub = Subscriber::new(opts)?;
-    // Tests wait for this line before starting the publisher.
-    println!("book: listening on {group} via {interface}, stream {stream}");
+    // Tests wait for this line before starting an external publisher.
+    println!(
+        "book: listening on {group} via {interface}, stream {stream}{}",
+        if external {
+            String::new()
+        } else {
+            format!(
+                "; in-process feed, dropping {:.1}% of datagrams on receipt",
+                loss * 100.0
+            )
+        }
+    );
+    // The subscriber is joined to the group first, so it hears the feed from its start.
+    let feed_thread = if external {
+        None
+    } else {
+        let plan = FeedPlan {
+            channel,
+            instruments,
+            rate,
+            duration,
+            restart_at: Some(restart_at).filter(|d| !d.is_zero()),
+            snapshot_every,
+        };
+        Some(
+            std::thread::Builder::new()
+                .name("publisher".into())
+                .spawn(move || run_feed(plan))?,
+        )
+    };
 
     let mut book = Book::new(instruments);
     let mut sessions = Sessions::default();
@@ -106,17 +289,33 @@ fn main() -> Result<(), Box<dyn Error>> {
             Event::Loss { range, reason, .. } => {
                 sessions.loss_events += 1;
                 sessions.lost_seqs += range.len();
-                let _ = reason; // Unavailable, Timeout, PublisherRestarted, ...: all the same here.
+                // Unavailable, Timeout, PublisherRestarted, ...: all the same here.
                 book.mark_all_stale();
+                if sessions.loss_events <= 3 {
+                    let (valid, stale, _) = book.counts();
+                    println!(
+                        "book: lost {range} ({reason:?}): {stale} instruments stale until their \
+                         next full quote, {valid} valid{}",
+                        if sessions.loss_events == 3 {
+                            " (further losses: in the summary)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
             }
             Event::Restarted {
                 source,
+                old_session,
                 new_session,
-                ..
             } => {
                 sessions.restarts += 1;
                 sessions.live.insert(source, new_session);
                 book.rebuild();
+                println!(
+                    "book: publisher {source} restarted (session {old_session:#x} -> \
+                     {new_session:#x}): book dropped, rebuilding from full quotes"
+                );
             }
             Event::Joined {
                 source, session, ..
@@ -220,6 +419,24 @@ fn main() -> Result<(), Box<dyn Error>> {
                 l.volume
             );
         }
+    }
+    if let Some(t) = feed_thread {
+        let f = t.join().map_err(|_| "the publisher thread panicked")??;
+        println!(
+            "publisher: done: messages={} sessions={} naks_received={} retransmits={}",
+            f.messages, f.sessions, f.naks_received, f.retransmits
+        );
+    }
+    if reason == "no publisher" {
+        return Err(format!(
+            "no message from a publisher on {group} via {interface} within {wait:?}{}",
+            if external {
+                " (start market_data_publisher with the same --group, or drop --external)"
+            } else {
+                " (loopback multicast is not working: run `nakcast doctor --interface 127.0.0.1`)"
+            }
+        )
+        .into());
     }
     Ok(())
 }

@@ -14,8 +14,8 @@
 //! - its own rate and the repairs it served, from `Publisher::stats()`.
 //!
 //! ```sh
-//! cargo run --release --example book_subscriber &
-//! cargo run --release --example market_data_publisher
+//! cargo run --release --example book_subscriber -- --external true &
+//! cargo run --release --example market_data_publisher -- --restart-at-ms 1500
 //! ```
 
 #[path = "feed/mod.rs"]

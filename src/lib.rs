@@ -10,8 +10,11 @@
 //!   sockets, clocks or threads: bytes and an `Instant` in, frames, events and deadlines out.
 //! - [`sim`]: a deterministic network simulator that drives the core in virtual time.
 //! - [`transport`]: sockets, batched syscalls, and the [`Publisher`] / [`Subscriber`] API.
+//! - [`bench`](mod@bench): the in-process benchmark behind `nakcast bench`, callable from code.
 #![deny(unsafe_code)]
 
+#[cfg(unix)]
+pub mod bench;
 pub mod proto;
 pub mod sim;
 #[cfg(unix)]

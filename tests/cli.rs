@@ -238,6 +238,49 @@ fn bench_recovers_injected_loss() {
     assert_eq!(u(&j, "repair_samples"), u(&j, "recovered"), "{j}");
     assert!(f(&j, "repair_p50_us") > 0.0, "{j}");
     assert!(f(&j, "repair_p50_us") <= f(&j, "repair_p99_us"), "{j}");
+    // Scripts depend on these names (`nakcast::bench::BenchReport` serialized): exactly them.
+    let mut keys: Vec<&str> = j.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    keys.sort_unstable();
+    let mut want = vec![
+        "subscribers",
+        "count",
+        "size",
+        "rate",
+        "loss_pct",
+        "delivered",
+        "elapsed_s",
+        "send_s",
+        "msgs_per_s",
+        "mb_per_s",
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p999_us",
+        "max_us",
+        "mean_us",
+        "samples",
+        "injected_drops",
+        "gaps",
+        "recovered",
+        "lost",
+        "reported_lost",
+        "unreported_lost",
+        "out_of_order",
+        "naks_sent",
+        "repair_p50_us",
+        "repair_p99_us",
+        "repair_max_us",
+        "repair_samples",
+        "naks_received",
+        "retransmitted",
+        "unavailable",
+        "data_frames",
+        "send_errors",
+        "auth",
+        "auth_failures",
+    ];
+    want.sort_unstable();
+    assert_eq!(keys, want, "{j}");
     // The human table precedes the JSON line.
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("latency"), "{stdout}");
@@ -265,6 +308,178 @@ fn pub_and_sub_raw_baseline() {
     assert_eq!(u(&j, "delivered"), 2000, "{j}");
     assert_eq!(u(&j, "corrupt") + u(&j, "lost"), 0, "{j}");
     assert!(f(&j, "mb_per_s") > 0.0, "{j}");
+}
+
+/// Sends one datagram per index as `pub --raw` would (the 8-byte index, no more) to
+/// `group` over loopback.
+fn send_raw_indices(group: &str, indices: &[u64]) {
+    let Ok(interface) = "127.0.0.1".parse::<nakcast::Interface>();
+    let cfg = nakcast::SocketConfig {
+        interface,
+        ..nakcast::SocketConfig::default()
+    };
+    let dest = group.parse().expect("ADDR:PORT");
+    let s = nakcast::transport::open_sender(dest, &cfg)
+        .expect("a sender on 127.0.0.1")
+        .socket;
+    for i in indices {
+        s.send(&i.to_le_bytes()).expect("send");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A socket joined to `group` on loopback, blocking up to 100 ms per receive.
+fn loopback_receiver(group: &str) -> UdpSocket {
+    let Ok(interface) = "127.0.0.1".parse::<nakcast::Interface>();
+    let cfg = nakcast::SocketConfig {
+        interface,
+        ..nakcast::SocketConfig::default()
+    };
+    let s = nakcast::transport::open_multicast_receiver(group.parse().expect("ADDR:PORT"), &cfg)
+        .expect("a receiver on 127.0.0.1")
+        .socket;
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    s
+}
+
+#[test]
+fn sub_raw_fails_on_loss_and_reordering() {
+    let _g = serial();
+    // (indices sent, lost, out of order): 2 never sent; 2 before 1.
+    for (tag, indices, lost, out_of_order) in [(22, [0, 1, 3], 1, 0), (23, [0, 2, 1], 0, 1)] {
+        let g = group(tag);
+        let sub = Proc::spawn(&[
+            "sub",
+            "--raw",
+            "--group",
+            &g,
+            "--interface",
+            "127.0.0.1",
+            "--count",
+            "3",
+            "--idle-timeout",
+            "5",
+            "--json",
+        ]);
+        std::thread::sleep(Duration::from_millis(300));
+        send_raw_indices(&g, &indices);
+        let out = sub.wait(Duration::from_secs(10));
+        let j = last_json(&out);
+        assert_eq!(u(&j, "delivered"), 3, "{indices:?}: {j}");
+        assert_eq!(u(&j, "lost"), lost, "{indices:?}: {j}");
+        assert_eq!(u(&j, "out_of_order"), out_of_order, "{indices:?}: {j}");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{indices:?}: {}",
+            describe(&out)
+        );
+    }
+}
+
+#[test]
+fn sub_reports_a_publisher_restart() {
+    let _g = serial();
+    let g = group(24);
+    let source_port = free_port().to_string();
+    let common = ["--group", &g, "--interface", "127.0.0.1"];
+    let sub = |json: bool| {
+        let mut args = vec!["sub"];
+        args.extend(common);
+        args.extend(["--idle-timeout", "5"]);
+        if json {
+            args.push("--json");
+        }
+        Proc::spawn(&args)
+    };
+    let (with_json, human) = (sub(true), sub(false));
+    std::thread::sleep(Duration::from_millis(300));
+    let pub_args = ["pub", "--group", &g, "--interface", "127.0.0.1"];
+    let pub_args = [&pub_args[..], &["--source-port", &source_port]].concat();
+    // A publisher killed mid-stream (no CLOSE), then a new one on the same source port: a
+    // new session of the same source.
+    let listener = loopback_receiver(&g);
+    let first = Proc::spawn(&[&pub_args[..], &["--rate", "2000", "--count", "1000000"]].concat());
+    // Kill it only once it is heard on the group, and a while after (the subscribers must
+    // have heard it too), however slow the machine.
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listener.recv(&mut buf).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the first publisher was never heard"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    drop(first);
+    let second = [
+        "--count", "500", "--rate", "5000", "--linger", "0.5", "--json",
+    ];
+    let p = run(&[&pub_args[..], &second].concat(), Duration::from_secs(20));
+    assert!(p.status.success(), "pub: {}", describe(&p));
+    let session = last_json(&p)["session"]
+        .as_str()
+        .expect("session")
+        .to_string();
+
+    let out = with_json.wait(Duration::from_secs(20));
+    let j = last_json(&out);
+    assert_eq!(u(&j, "restarts"), 1, "{}", describe(&out));
+    assert_eq!(u(&j, "sessions"), 2, "{j}");
+    let out = human.wait(Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("restarted: new session {session}")),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// `text` is an HdrHistogram percentile distribution (the `.hgrm` text format) of `count`
+/// samples: the column header, rows of value / percentile (rising to 1) / count /
+/// 1/(1-percentile), then the `#[Mean ...]` and `#[Max ..., Total count ...]` footer.
+fn check_hgrm(text: &str, count: u64) {
+    let header: Vec<&str> = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"],
+        "{text}"
+    );
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            l.split_whitespace()
+                .map(|x| x.parse().unwrap_or_else(|_| panic!("bad row {l:?}")))
+                .collect()
+        })
+        .collect();
+    assert!(rows.len() > 10, "{text}");
+    for w in rows.windows(2) {
+        // Values and percentiles never decrease.
+        assert!(w[0][0] <= w[1][0] && w[0][1] <= w[1][1], "{text}");
+    }
+    let (first, last) = (&rows[0], &rows[rows.len() - 1]);
+    assert!(
+        first[0] > 0.0 && first[1] >= 0.0 && first[1] < 0.5,
+        "{text}"
+    );
+    assert_eq!(last[1], 1.0, "{text}");
+    let total: f64 = rows.iter().map(|r| r[2]).sum();
+    assert_eq!(total, count as f64, "{text}");
+    assert!(text.contains("#[Mean    ="), "{text}");
+    assert!(
+        text.contains(&format!("Total count    = {count:>12}]")),
+        "{text}"
+    );
 }
 
 fn ping_pong(raw: bool) {
@@ -295,18 +510,24 @@ fn ping_pong_idle(raw: bool, idle: &str) {
         std::process::id()
     ));
     let plot_s = plot.to_string_lossy().to_string();
+    let hgrm = plot.with_extension("hgrm");
+    let hgrm_s = hgrm.to_string_lossy().to_string();
     let mut ping_args = vec!["ping", "--count", "2000", "--warmup", "100", "--json"];
     ping_args.extend(&args);
-    ping_args.extend(["--plot", &plot_s]);
+    ping_args.extend(["--plot", &plot_s, "--hgrm", &hgrm_s]);
     let out = run(&ping_args, Duration::from_secs(30));
     drop(pong);
     let svg = std::fs::read_to_string(&plot).unwrap_or_default();
     let _ = std::fs::remove_file(&plot);
+    let hgrm_text = std::fs::read_to_string(&hgrm);
+    let _ = std::fs::remove_file(&hgrm);
     assert!(
         svg.starts_with("<svg") && svg.contains("99%"),
         "--plot wrote {svg:.200}"
     );
     assert!(out.status.success(), "{}", describe(&out));
+    let hgrm_text = hgrm_text.unwrap_or_else(|e| panic!("--hgrm wrote no {hgrm_s}: {e}"));
+    check_hgrm(&hgrm_text, 2000);
     let j = last_json(&out);
     assert_eq!(u(&j, "count"), 2000, "{j}");
     assert_eq!(j["raw"].as_bool(), Some(raw), "{j}");

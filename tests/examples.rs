@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
@@ -111,7 +111,15 @@ impl Running {
     }
 
     /// Wait for exit (killing it past `timeout`), assert success, return all of stdout.
-    fn finish(mut self, timeout: Duration) -> String {
+    fn finish(self, timeout: Duration) -> String {
+        let name = self.name;
+        let (status, out) = self.exit(timeout);
+        assert!(status.success(), "{name} failed ({status}):\n{out}");
+        out
+    }
+
+    /// Wait for exit (killing it past `timeout`); its status and all of stdout.
+    fn exit(mut self, timeout: Duration) -> (ExitStatus, String) {
         let deadline = Instant::now() + timeout;
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -133,13 +141,7 @@ impl Running {
             self.out.push('\n');
         }
         println!("--- {} ---\n{}", self.name, self.out);
-        assert!(
-            status.success(),
-            "{} failed ({status}):\n{}",
-            self.name,
-            self.out
-        );
-        self.out
+        (status, self.out)
     }
 }
 
@@ -170,6 +172,8 @@ fn book_subscriber_follows_the_feed_across_a_publisher_restart() {
     let mut sub = spawn(
         "book_subscriber",
         &[
+            "--external",
+            "true",
             "--group",
             &g,
             "--instruments",
@@ -224,6 +228,8 @@ fn book_subscriber_marks_instruments_stale_on_loss() {
     let mut sub = spawn(
         "book_subscriber",
         &[
+            "--external",
+            "true",
             "--group",
             &g,
             "--loss",
@@ -264,6 +270,63 @@ fn book_subscriber_marks_instruments_stale_on_loss() {
     assert!(field(&s, "recovered_instruments") > 0.0, "{s}");
     assert!(field(&s, "ignored") > 0.0, "{s}");
     assert_eq!(field(&s, "inconsistent"), 0.0, "{s}");
+}
+
+/// The final report of book_subscriber: the lines from `book: done` on (the per-second
+/// status lines before it use some of the same keys).
+fn book_summary(out: &str) -> &str {
+    let at = out
+        .find("book: done")
+        .unwrap_or_else(|| panic!("no summary in:\n{out}"));
+    &out[at..]
+}
+
+#[test]
+fn book_subscriber_runs_on_its_own_with_loss_and_a_restart() {
+    // The defaults (`cargo run --example book_subscriber`): an in-process feed that
+    // restarts half-way, 1% of datagrams dropped and given up at once.
+    let g = group(5);
+    let out = run(
+        "book_subscriber",
+        &["--group", &g, "--instruments", "200"],
+        Duration::from_secs(20),
+    );
+    let s = book_summary(&out);
+    assert!(s.contains("done (publisher closed)"), "{out}");
+    assert!(out.contains("publisher: crashed and restarted"), "{out}");
+    assert!(out.contains("book: publisher ") && out.contains(" restarted (session "));
+    assert_eq!(field(s, "restarts"), 1.0, "{out}");
+    assert_eq!(field(s, "rebuilds"), 1.0, "{out}");
+    assert_eq!(field(s, "sessions"), 2.0, "{out}");
+    assert!(field(s, "injected_drops") > 0.0, "{out}");
+    assert!(field(s, "loss_events") > 0.0, "{out}");
+    assert!(field(s, "stale_marks") > 0.0, "{out}");
+    assert!(field(s, "recovered_instruments") > 0.0, "{out}");
+    assert_eq!(field(s, "inconsistent"), 0.0, "{out}");
+    assert_eq!(field(s, "bad"), 0.0, "{out}");
+    // What the publisher sent was delivered or reported lost (all of it but, at most, the
+    // very tail of the crashed session, if its last datagrams were the ones dropped).
+    let published = field(
+        &s[s.find("publisher: done").expect("publisher summary")..],
+        "messages",
+    );
+    let accounted = field(s, "messages") + field(s, "lost_seqs");
+    assert!(
+        accounted <= published && accounted >= published - 1000.0,
+        "{out}"
+    );
+}
+
+#[test]
+fn book_subscriber_without_its_external_publisher_fails() {
+    let g = group(6);
+    let (status, out) = spawn(
+        "book_subscriber",
+        &["--external", "true", "--group", &g, "--wait-ms", "300"],
+    )
+    .exit(Duration::from_secs(10));
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("done (no publisher)"), "{out}");
 }
 
 #[test]
@@ -379,18 +442,18 @@ fn unicast_fanout_static_destinations_repair_losses() {
 }
 
 #[test]
-fn embedded_bench_prints_one_json_line() {
+fn embedded_bench_prints_the_bench_json() {
     let out = run(
         "embedded_bench",
         &[
             "--group",
-            &group(4),
+            "239.255.91.4",
             "--count",
             "50000",
             "--subscribers",
             "2",
             "--loss",
-            "0.02",
+            "2",
         ],
         Duration::from_secs(20),
     );
@@ -401,16 +464,30 @@ fn embedded_bench_prints_one_json_line() {
         v[k].as_f64()
             .unwrap_or_else(|| panic!("{k} is not a number in {v}"))
     };
-    assert_eq!(v["complete"], true);
     assert_eq!(n("delivered"), 100_000.0);
     assert_eq!(n("lost"), 0.0);
     assert_eq!(n("out_of_order"), 0.0);
-    assert!(n("msgs_per_sec") > 0.0 && n("elapsed_s") > 0.0, "{v}");
+    assert!(n("msgs_per_s") > 0.0 && n("elapsed_s") > 0.0, "{v}");
+    assert!(n("p50_us") > 0.0 && n("p50_us") <= n("p99_us"), "{v}");
     // 2% injected loss: repairs happened, and their latency was measured.
-    assert!(n("injected_drops") > 0.0 && n("retransmits") > 0.0, "{v}");
+    assert!(n("injected_drops") > 0.0 && n("retransmitted") > 0.0, "{v}");
     assert!(n("recovered") > 0.0 && n("repair_samples") > 0.0, "{v}");
     assert!(
         n("repair_p50_us") > 0.0 && n("repair_p50_us") <= n("repair_p99_us"),
         "{v}"
     );
+
+    // The same field names as `nakcast bench --json`: both run `nakcast::bench::run`.
+    let cli = Command::new(env!("CARGO_BIN_EXE_nakcast"))
+        .args(["bench", "--count", "2000", "--subscribers", "1", "--json"])
+        .output()
+        .expect("run nakcast bench");
+    assert!(cli.status.success(), "{cli:?}");
+    let stdout = String::from_utf8_lossy(&cli.stdout);
+    let c: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON");
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        v.as_object().expect("an object").keys().cloned().collect()
+    };
+    assert_eq!(keys(&v), keys(&c));
 }

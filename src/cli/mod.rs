@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
+pub use nakcast::bench::{Percentiles, new_histogram};
 use nakcast::{Channel, Interface};
 
 /// Brokerless low-latency UDP multicast with NACK-based loss recovery.
@@ -181,44 +182,6 @@ pub fn r3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// Latency percentiles of a nanosecond histogram, in microseconds.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Percentiles {
-    /// Samples.
-    pub count: u64,
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p999: f64,
-    /// Largest sample.
-    pub max: f64,
-    /// Mean.
-    pub mean: f64,
-}
-
-impl Percentiles {
-    /// Summarise a histogram of nanoseconds.
-    pub fn of(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return Self::default();
-        }
-        let us = |ns: u64| r3(ns as f64 / 1000.0);
-        Self {
-            count: h.len(),
-            p50: us(h.value_at_quantile(0.50)),
-            p90: us(h.value_at_quantile(0.90)),
-            p99: us(h.value_at_quantile(0.99)),
-            p999: us(h.value_at_quantile(0.999)),
-            max: us(h.max()),
-            mean: r3(h.mean() / 1000.0),
-        }
-    }
-}
-
 /// Repair latency percentiles in microseconds (`null` in JSON without samples).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RepairPercentiles {
@@ -243,11 +206,6 @@ impl RepairPercentiles {
             max_us: us(r.max()),
         }
     }
-}
-
-/// A histogram of nanoseconds from 1 ns to 100 s with 3 significant digits.
-pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
 }
 
 /// Write `h` (nanoseconds) as an HdrHistogram percentile distribution in microseconds

@@ -112,7 +112,8 @@ pub struct PubArgs {
     nakcast sub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 5000000 --idle spin --json\n\n\
     JSON (--json, last line of stdout): delivered, lost, duplicates, out_of_order, corrupt,\n\
     naks_sent, recovered, repair_p50_us, repair_p99_us (gap detected to delivered in order;\n\
-    null without repairs), elapsed_s, msgs_per_s, mb_per_s, sessions, auth_failures.\n\
+    null without repairs), elapsed_s, msgs_per_s, mb_per_s, sessions, restarts (publisher\n\
+    restarts seen: a new session from the same source), auth_failures.\n\
     Exit status: 0 when --count messages were delivered (when given), verified (with --verify)\n\
     and none lost; 1 otherwise; 2 for usage or set-up errors.")]
 pub struct SubArgs {
@@ -143,7 +144,8 @@ pub struct SubArgs {
     #[arg(long, value_enum, default_value = "block")]
     idle: IdleArg,
     /// Plain UDP, no protocol: one message per datagram from `pub --raw`; no recovery, so
-    /// `lost` counts what never arrived (the baseline for throughput).
+    /// `lost` counts what never arrived (the baseline for throughput). Exits 1 when any
+    /// message was lost or out of order.
     #[arg(long, conflicts_with_all = ["from_oldest", "loss", "print"])]
     raw: bool,
     /// Print one JSON object on the last line of stdout instead of a status line.
@@ -572,9 +574,13 @@ fn run_sub_raw(a: &SubArgs) -> Result<(), CliError> {
              lost {lost}, out of order {out_of_order}, corrupt {corrupt}"
         );
     }
-    if a.count.is_some_and(|c| delivered < c) || corrupt > 0 {
+    // The same rule as `sub`: --count reached, nothing lost, every message intact and in
+    // order.
+    if a.count.is_some_and(|c| delivered < c) || lost > 0 || out_of_order > 0 || corrupt > 0 {
+        let wanted = a.count.map_or(String::new(), |c| format!(" of {c}"));
         return Err(CliError::Failed(format!(
-            "sub --raw: {delivered} of {count} delivered, {lost} lost, {corrupt} corrupt"
+            "sub --raw: {delivered}{wanted} delivered, {lost} lost, {out_of_order} out of order, \
+             {corrupt} corrupt"
         )));
     }
     Ok(())
@@ -640,6 +646,7 @@ pub fn run_sub(a: SubArgs) -> Result<(), CliError> {
     let mut out_of_order: u64 = 0;
     let mut corrupt: u64 = 0;
     let mut sessions: HashMap<u64, SessionCheck> = HashMap::new();
+    let mut restarts: u64 = 0;
     let mut closed = false;
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let mut print_err: Option<std::io::Error> = None;
@@ -698,8 +705,19 @@ pub fn run_sub(a: SubArgs) -> Result<(), CliError> {
                     eprintln!("\nsub: lost {range} ({reason:?})");
                 }
             }
-            Event::Restarted { new_session, .. } => {
+            Event::Restarted {
+                source,
+                old_session,
+                new_session,
+            } => {
+                restarts += 1;
                 sessions.entry(new_session).or_default();
+                if !a.json {
+                    eprintln!(
+                        "\nsub: publisher {source} restarted: new session {new_session:016x} \
+                         (was {old_session:016x})"
+                    );
+                }
             }
             Event::Closed { .. } => closed = true,
             Event::Inactive { .. } => {}
@@ -764,6 +782,7 @@ pub fn run_sub(a: SubArgs) -> Result<(), CliError> {
         "msgs_per_s": r3(msgs_per_s),
         "mb_per_s": r3(if elapsed > 0.0 { s.message_bytes as f64 / elapsed / 1e6 } else { 0.0 }),
         "sessions": sessions.len(),
+        "restarts": restarts,
         "gaps": s.gaps,
         "duplicate_fragments": s.duplicates,
         "injected_drops": sub.injected_drops(),

@@ -11,7 +11,8 @@ Usage (as root):
     python3 tests/lab/lab.py                      # build, run every scenario
     python3 tests/lab/lab.py --only 1,4           # some scenarios
     python3 tests/lab/lab.py --update-docs        # also rewrite the table in docs/RELIABILITY.md
-    python3 tests/lab/lab.py --cleanup            # remove stale nkl* namespaces of dead runs
+    python3 tests/lab/lab.py --cleanup            # only remove stale nkl* namespaces of dead runs
+                                                  # (every run also does this first)
 
 Prerequisites: Linux, root (CAP_NET_ADMIN and CAP_SYS_ADMIN for `ip netns`), iproute2,
 nftables (`apt-get update && apt-get install -y nftables` on a fresh Debian/Ubuntu machine),
@@ -964,16 +965,27 @@ def prerequisites() -> str | None:
     return None
 
 
-def cleanup_stale() -> int:
+# Every namespace a run creates is named PREFIX + one of these suffixes (Lab.br, Lab.hosts,
+# the probe in prerequisites()), PREFIX being "nkl" + the run's pid.
+STALE_NAME = re.compile(r"^nkl(\d+)(?:br|h\d+|probe)$")
+
+
+def cleanup_stale(quiet: bool = False) -> int:
+    """Delete the namespaces left by earlier runs that died without tearing down (SIGKILL,
+    power loss): those named by this harness's scheme (STALE_NAME) whose pid is not a live
+    lab.py. Namespaces of this run, of a run still alive, and any other name are left alone.
+    Returns how many were deleted."""
     r = run(["ip", "netns", "list"], check=False)
     n = 0
     for line in r.stdout.splitlines():
         name = line.split()[0] if line.split() else ""
-        m = re.match(r"^nkl(\d+)", name)
+        m = STALE_NAME.match(name)
         if not m:
             continue
         pid = int(m.group(1))
-        if pid != os.getpid() and os.path.exists(f"/proc/{pid}"):
+        if pid == os.getpid():
+            continue
+        if os.path.exists(f"/proc/{pid}"):
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     if b"lab.py" in f.read():
@@ -981,10 +993,14 @@ def cleanup_stale() -> int:
                         continue
             except OSError:
                 pass
-        run(["ip", "netns", "del", name], check=False)
-        n += 1
-    log(f"removed {n} stale namespace(s)")
-    return 0
+        d = run(["ip", "netns", "del", name], check=False)
+        if d.returncode == 0:
+            n += 1
+        else:
+            log(f"could not delete stale namespace {name}: {d.stderr.strip()}")
+    if n or not quiet:
+        log(f"removed {n} stale namespace(s)")
+    return n
 
 
 def main() -> int:
@@ -1012,7 +1028,10 @@ def main() -> int:
     if why:
         return skip(why)
     if a.cleanup:
-        return cleanup_stale()
+        cleanup_stale()
+        return 0
+    # Leftovers of earlier runs that were killed before their teardown (same name scheme).
+    cleanup_stale(quiet=True)
 
     if not a.no_build:
         log("cargo build --release")
