@@ -531,3 +531,52 @@ fn static_unicast_destinations_with_loss() {
         assert!(s.stats().recovered > 0);
     }
 }
+
+/// Item of issue 4: a datagram larger than `max_datagram` is counted as truncated and never
+/// reaches the protocol; a subscriber with room for it gets the message.
+#[test]
+fn datagrams_larger_than_max_datagram_are_truncated_not_delivered() {
+    let ch = channel(8);
+    let mut subs = vec![
+        (
+            subscriber(&ch, |o| o.max_datagram = 2048),
+            Collector::default(),
+        ),
+        (
+            subscriber(&ch, |o| o.max_datagram = 9000),
+            Collector::default(),
+        ),
+    ];
+    assert_eq!(subs[0].0.max_datagram(), 2048);
+    assert_eq!(subs[1].0.max_datagram(), 9000);
+    // Seq 498 is small; seq 499 is one 5,000-byte message, in one datagram (mtu 8000).
+    let mut p = publisher(&ch, |o| {
+        o.protocol.mtu = 8000;
+        o.protocol.initial_seq = 498;
+    });
+    assert_eq!(size_of(499), 5000);
+    assert_eq!(p.offer(&message(498, size_of(498))).unwrap(), 498);
+    assert_eq!(p.offer(&message(499, size_of(499))).unwrap(), 499);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subs[1].1.messages < 2 || subs[0].0.truncated() == 0 {
+        assert!(Instant::now() < deadline, "timed out");
+        if poll_all(&mut subs) == 0 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    let (narrow, c) = &subs[0];
+    assert_eq!(narrow.truncated(), 1);
+    assert_eq!(c.messages, 1, "only the message that fits is delivered");
+    assert_eq!(c.last_seq.values().copied().collect::<Vec<_>>(), [498]);
+    assert_eq!(
+        narrow.stats().datagrams,
+        1,
+        "the truncated datagram never reached the core"
+    );
+    let (wide, c) = &subs[1];
+    assert_eq!(wide.truncated(), 0);
+    assert_eq!(c.last_seq.values().copied().collect::<Vec<_>>(), [499]);
+    for (_, c) in &subs {
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+    }
+}

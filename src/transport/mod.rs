@@ -27,4 +27,4 @@ pub use socket::{
     TransportError, open_multicast_receiver, open_reply_receiver, open_sender,
     open_unicast_receiver, resolve_interface,
 };
-pub use subscriber::{Subscriber, SubscriberOptions};
+pub use subscriber::{MAX_DATAGRAM, MIN_DATAGRAM, Subscriber, SubscriberOptions};

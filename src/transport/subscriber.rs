@@ -17,6 +17,7 @@ use super::publisher::{log_warning, random_session};
 use super::socket::{self, SocketConfig, SocketWarning};
 use crate::proto::receiver::{Event, Receiver, ReceiverConfig, ReceiverStats};
 use crate::proto::transmit::Destination;
+use crate::proto::wire;
 
 /// Everything a [`Subscriber`] needs; plain data with defaults, loadable from TOML/JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,8 +35,10 @@ pub struct SubscriberOptions {
     /// real loss for demos and tests over real sockets.
     #[serde(default)]
     pub inject_loss: f64,
-    /// Largest datagram accepted (at least the publishers' `mtu`); larger ones are counted
-    /// as truncated and dropped. Each subscriber holds 32 buffers of this size.
+    /// Largest datagram accepted, in bytes: the size of each receive buffer (a subscriber
+    /// holds 32). Larger datagrams are counted as truncated ([`Subscriber::truncated`]) and
+    /// dropped. Set it to at least the publishers' `mtu`; it is clamped to
+    /// [`MIN_DATAGRAM`]..=[`MAX_DATAGRAM`]. Default: 2048.
     #[serde(default = "default_max_datagram")]
     pub max_datagram: usize,
     /// Unicast mode only: the local address to receive on (default: the interface's
@@ -47,6 +50,19 @@ pub struct SubscriberOptions {
 
 fn default_max_datagram() -> usize {
     2048
+}
+
+/// The smallest receive buffer a subscriber uses (see [`SubscriberOptions::max_datagram`]):
+/// the default publisher `mtu`.
+pub const MIN_DATAGRAM: usize = 1472;
+
+/// The largest receive buffer a subscriber uses: the largest frame the wire format allows
+/// (the largest UDP payload over IPv4).
+pub const MAX_DATAGRAM: usize = wire::MAX_FRAME_LEN;
+
+/// The receive buffer size for a configured `max_datagram`.
+fn datagram_slot(max_datagram: usize) -> usize {
+    max_datagram.clamp(MIN_DATAGRAM, MAX_DATAGRAM)
 }
 
 impl SubscriberOptions {
@@ -159,10 +175,7 @@ impl Subscriber {
             core: Receiver::new(cfg, random_session()),
             data: data.socket,
             control,
-            recv: RecvBatch::new(
-                32,
-                65_536.min(2048.max(opts.socket.recv_buffer.min(65_536))),
-            ),
+            recv: RecvBatch::new(32, datagram_slot(opts.max_datagram)),
             send: SendBatch::new(8, 2048),
             frame: vec![0; 2048],
             loss,
@@ -320,7 +333,8 @@ impl Subscriber {
         self.injected_drops
     }
 
-    /// Datagrams larger than the receive buffer, dropped.
+    /// Datagrams larger than [`max_datagram`](Self::max_datagram), dropped (the payload
+    /// never reaches the protocol).
     pub fn truncated(&self) -> u64 {
         self.truncated
     }
@@ -330,8 +344,31 @@ impl Subscriber {
         &self.warnings
     }
 
+    /// The size of each receive buffer: [`SubscriberOptions::max_datagram`] after clamping.
+    pub fn max_datagram(&self) -> usize {
+        self.recv.datagram_capacity()
+    }
+
     /// The protocol core, for inspection.
     pub fn core(&self) -> &Receiver {
         &self.core
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receive_buffers_follow_max_datagram_within_bounds() {
+        assert_eq!(datagram_slot(default_max_datagram()), 2048);
+        assert_eq!(datagram_slot(9000), 9000);
+        assert_eq!(datagram_slot(0), MIN_DATAGRAM);
+        assert_eq!(datagram_slot(usize::MAX), MAX_DATAGRAM);
+        assert_eq!(
+            MIN_DATAGRAM,
+            crate::proto::publisher::PublisherConfig::default().mtu,
+            "room for the default mtu"
+        );
     }
 }
