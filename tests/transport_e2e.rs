@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nakcast::proto::wire::SeqRange;
+use nakcast::transport::SocketWarning;
 use nakcast::{
     Channel, Event, Interface, JoinPolicy, LossReason, Publisher, PublisherOptions, SocketConfig,
     Subscriber, SubscriberOptions,
@@ -579,4 +580,76 @@ fn datagrams_larger_than_max_datagram_are_truncated_not_delivered() {
     for (_, c) in &subs {
         assert!(c.errors.is_empty(), "{:?}", c.errors);
     }
+}
+
+/// `net.core.NAME` (e.g. `rmem_max`) if this kernel exposes it.
+fn core_sysctl(name: &str) -> Option<usize> {
+    std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Item of issue 4: every socket buffer the kernel clamps is listed and counted, the
+/// subscriber's control (NAK) socket's included. Linux grants `min(requested, *mem_max)`,
+/// so the expected count follows from the sysctls.
+#[test]
+fn kernel_clamped_buffers_are_counted() {
+    let (Some(rmem_max), Some(wmem_max)) = (core_sysctl("rmem_max"), core_sysctl("wmem_max"))
+    else {
+        println!("SKIPPED kernel_clamped_buffers_are_counted: no /proc/sys/net/core/*mem_max");
+        return;
+    };
+    let clamped = |recv: &[usize], send: &[usize]| {
+        (recv.iter().filter(|&&r| r > rmem_max).count()
+            + send.iter().filter(|&&s| s > wmem_max).count()) as u64
+    };
+    let in_warnings = |w: &[SocketWarning]| {
+        w.iter()
+            .filter(|w| matches!(w, SocketWarning::BufferClamp { .. }))
+            .count() as u64
+    };
+    let ch = channel(9);
+    let huge = rmem_max.saturating_mul(2).max(1 << 20);
+    let default = SocketConfig::default().send_buffer;
+    // The subscriber's control socket asks for 64 KiB to receive and 256 KiB to send.
+    let (control_recv, control_send) = (64 << 10, 256 << 10);
+
+    let sub = subscriber(&ch, |o| o.socket.recv_buffer = huge);
+    assert_eq!(
+        sub.buffer_clamps(),
+        clamped(&[huge, control_recv], &[default, control_send]),
+        "{:?}",
+        sub.warnings()
+    );
+    assert_eq!(sub.buffer_clamps(), in_warnings(sub.warnings()));
+    assert!(sub.warnings().iter().any(|w| matches!(
+        w,
+        SocketWarning::BufferClamp {
+            sysctl: "net.core.rmem_max",
+            ..
+        }
+    )));
+
+    // The publisher's data socket and its NAK socket.
+    let p = publisher(&ch, |o| o.socket.recv_buffer = huge);
+    assert_eq!(
+        p.buffer_clamps(),
+        clamped(&[huge, huge], &[default, default]),
+        "{:?}",
+        p.warnings()
+    );
+    assert_eq!(p.buffer_clamps(), in_warnings(p.warnings()));
+
+    let modest = subscriber(&ch, |o| {
+        o.socket.recv_buffer = 64 << 10;
+        o.socket.send_buffer = 64 << 10;
+    });
+    assert_eq!(
+        modest.buffer_clamps(),
+        clamped(&[64 << 10, control_recv], &[64 << 10, control_send]),
+        "{:?}",
+        modest.warnings()
+    );
 }

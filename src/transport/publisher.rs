@@ -78,6 +78,7 @@ pub struct Publisher {
     /// The latest time read from the clock.
     now: Instant,
     warnings: Vec<SocketWarning>,
+    buffer_clamps: u64,
     send_errors: u64,
     fanout_drops: u64,
 }
@@ -127,6 +128,7 @@ impl Publisher {
             recv: RecvBatch::new(32, 2048),
             frame: vec![0; mtu],
             now: Instant::now(),
+            buffer_clamps: socket::buffer_clamps(&warnings),
             warnings,
             send_errors: 0,
             fanout_drops: 0,
@@ -399,6 +401,12 @@ impl Publisher {
     /// Warnings from socket set-up (e.g. buffer sizes clamped by the kernel).
     pub fn warnings(&self) -> &[SocketWarning] {
         &self.warnings
+    }
+
+    /// Socket buffers the kernel granted smaller than requested (each is also in
+    /// [`warnings`](Self::warnings), and was logged when the publisher was created).
+    pub fn buffer_clamps(&self) -> u64 {
+        self.buffer_clamps
     }
 
     /// The protocol core, for inspection.

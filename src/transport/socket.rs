@@ -160,6 +160,14 @@ impl fmt::Display for SocketWarning {
     }
 }
 
+/// How many of `warnings` are [`SocketWarning::BufferClamp`]s.
+pub(crate) fn buffer_clamps(warnings: &[SocketWarning]) -> u64 {
+    warnings
+        .iter()
+        .filter(|w| matches!(w, SocketWarning::BufferClamp { .. }))
+        .count() as u64
+}
+
 /// Effective socket buffer sizes after set-up (already halved on Linux).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferSizes {

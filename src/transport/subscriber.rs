@@ -114,6 +114,7 @@ pub struct Subscriber {
     /// The last receive ended in `WouldBlock`: nothing is queued, blocking is safe.
     drained: bool,
     warnings: Vec<SocketWarning>,
+    buffer_clamps: u64,
 }
 
 const DATA: Token = Token(0);
@@ -129,7 +130,7 @@ impl Subscriber {
         };
         let mut cfg = opts.protocol.clone();
         cfg.stream = Some(opts.channel.stream);
-        let (data, control) = if opts.channel.is_multicast() {
+        let (data, control, control_warnings) = if opts.channel.is_multicast() {
             let data = socket::open_multicast_receiver(opts.channel.endpoint, &socket_cfg)?;
             let control = socket::open_unicast_receiver(
                 any,
@@ -139,7 +140,7 @@ impl Subscriber {
                     ..socket_cfg.clone()
                 },
             )?;
-            (data, control.socket)
+            (data, control.socket, control.warnings)
         } else {
             // Unicast: one socket receives the data and sends STATUS and NAKs, so the
             // publisher learns where to send from the STATUS source address.
@@ -153,12 +154,9 @@ impl Subscriber {
             let data = socket::open_unicast_receiver(local, &socket_cfg)?;
             let control = data.socket.try_clone()?;
             cfg.status_to = vec![opts.channel.endpoint];
-            (data, control)
+            (data, control, Vec::new())
         };
-        let warnings = data.warnings.clone();
-        for w in &warnings {
-            log_warning(w);
-        }
+        let warnings = setup_warnings([data.warnings, control_warnings]);
         let poller = Poll::new()?;
         poller.registry().register(
             &mut SourceFd(&data.socket.as_raw_fd()),
@@ -184,6 +182,7 @@ impl Subscriber {
             poller,
             events: Events::with_capacity(4),
             drained: true,
+            buffer_clamps: socket::buffer_clamps(&warnings),
             warnings,
         };
         // Unicast mode: register with the publisher at once.
@@ -344,6 +343,12 @@ impl Subscriber {
         &self.warnings
     }
 
+    /// Socket buffers the kernel granted smaller than requested (each is also in
+    /// [`warnings`](Self::warnings), and was logged when the subscriber was created).
+    pub fn buffer_clamps(&self) -> u64 {
+        self.buffer_clamps
+    }
+
     /// The size of each receive buffer: [`SubscriberOptions::max_datagram`] after clamping.
     pub fn max_datagram(&self) -> usize {
         self.recv.datagram_capacity()
@@ -355,9 +360,33 @@ impl Subscriber {
     }
 }
 
+/// The warnings of every socket a subscriber opened (the data socket's and the control
+/// socket's), each logged once.
+fn setup_warnings<const N: usize>(per_socket: [Vec<SocketWarning>; N]) -> Vec<SocketWarning> {
+    let warnings: Vec<SocketWarning> = per_socket.into_iter().flatten().collect();
+    for w in &warnings {
+        log_warning(w);
+    }
+    warnings
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_of_both_sockets_are_kept_and_clamps_counted() {
+        let clamp = |requested, sysctl| SocketWarning::BufferClamp {
+            requested,
+            granted: 1024,
+            sysctl,
+        };
+        let data = vec![clamp(4 << 20, "net.core.rmem_max")];
+        let control = vec![clamp(256 << 10, "net.core.wmem_max")];
+        let all = setup_warnings([data.clone(), control.clone()]);
+        assert_eq!(all, [data[0].clone(), control[0].clone()]);
+        assert_eq!(socket::buffer_clamps(&all), 2);
+    }
 
     #[test]
     fn receive_buffers_follow_max_datagram_within_bounds() {
