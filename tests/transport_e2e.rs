@@ -4,17 +4,17 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nakcast::proto::wire::SeqRange;
-use nakcast::transport::SocketWarning;
+use nakcast::transport::{SocketWarning, TransportError};
 use nakcast::{
-    Channel, Event, Interface, JoinPolicy, LossReason, OfferError, Publisher, PublisherOptions,
-    SocketConfig, Subscriber, SubscriberOptions,
+    Channel, Error, Event, Interface, JoinPolicy, LossReason, OfferError, Publisher,
+    PublisherOptions, SocketConfig, Subscriber, SubscriberOptions,
 };
 
 mod support;
@@ -822,4 +822,92 @@ fn kernel_clamped_buffers_are_counted() {
         "{:?}",
         modest.warnings()
     );
+}
+
+fn free_port_v6() -> u16 {
+    UdpSocket::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Item of issue 4: IPv6 end to end over unicast `[::1]` (no multicast route needed).
+#[test]
+fn ipv6_unicast_end_to_end() {
+    let ch = Channel::new(format!("[::1]:{}", free_port_v6()).parse().unwrap())
+        .with_interface(Interface::Addr(Ipv6Addr::LOCALHOST.into()))
+        .with_stream(7);
+    let mut pubs = vec![publisher(&ch, |_| {})];
+    let mut subs: Vec<_> = (0..2)
+        .map(|_| {
+            (
+                subscriber(&ch, |o| o.inject_loss = 0.02),
+                Collector::default(),
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pubs[0].core().destinations().count() < 2 {
+        assert!(Instant::now() < deadline, "subscribers did not register");
+        pubs[0].poll().unwrap();
+    }
+    assert!(pubs[0].core().destinations().all(|d| d.is_ipv6()));
+    let n = 20_000;
+    run(&mut pubs, &mut subs, n, n, Duration::from_secs(60));
+    for (s, c) in &subs {
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert_eq!(c.messages, n);
+        assert!(c.losses.is_empty());
+        assert!(s.stats().recovered > 0, "{:?}", s.stats());
+    }
+}
+
+/// Whether `e` is the kernel refusing IPv6 multicast on this interface (no route, or no
+/// multicast on `lo`): the only reasons the multicast test skips.
+fn refused_ipv6_multicast(e: &Error) -> bool {
+    let Error::Socket(e) = e else { return false };
+    matches!(
+        e,
+        TransportError::Connect { .. } | TransportError::Join { .. } | TransportError::Bind { .. }
+    ) && matches!(
+        e.io_error().and_then(|e| e.raw_os_error()),
+        Some(libc::ENETUNREACH | libc::EADDRNOTAVAIL)
+    )
+}
+
+/// Item of issue 4: IPv6 multicast on `lo`, interface-local (`ff12::`, scope 2 of a
+/// transient group) and link-local (`ff02::`). Skips a group, saying why, only if the
+/// kernel refuses multicast there (`lo` has no MULTICAST flag on many hosts).
+#[test]
+fn ipv6_multicast_on_lo_end_to_end() {
+    let mut ran = 0;
+    for first in [0xff12, 0xff02] {
+        let port = free_port_v6();
+        let group = Ipv6Addr::new(first, 0, 0, 0, 0, 0, 0x6e61, port);
+        let ch = Channel::new(SocketAddrV6::new(group, port, 0, 0).into())
+            .with_interface(Interface::Name("lo".into()))
+            .with_stream(7);
+        let opened = Subscriber::new(SubscriberOptions::new(ch.clone()))
+            .and_then(|s| Publisher::new(PublisherOptions::new(ch.clone())).map(|p| (s, p)));
+        let (sub, p) = match opened {
+            Ok(pair) => pair,
+            Err(e) if refused_ipv6_multicast(&e) => {
+                println!("SKIPPED IPv6 multicast {group} on lo: the kernel refuses it here: {e}");
+                continue;
+            }
+            Err(e) => panic!("IPv6 multicast {group} on lo: {e}"),
+        };
+        let mut subs = vec![(sub, Collector::default())];
+        let mut pubs = vec![p];
+        let n = 20_000;
+        run(&mut pubs, &mut subs, n, n, Duration::from_secs(60));
+        let (s, c) = &subs[0];
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert_eq!(c.messages, n);
+        assert!(c.losses.is_empty());
+        assert_eq!(s.stats().duplicates, 0);
+        ran += 1;
+    }
+    println!("IPv6 multicast on lo: {ran} of 2 groups ran");
 }
