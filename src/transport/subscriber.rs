@@ -20,6 +20,18 @@ use crate::proto::transmit::Destination;
 use crate::proto::wire;
 
 /// Everything a [`Subscriber`] needs; plain data with defaults, loadable from TOML/JSON.
+///
+/// ```
+/// # use nakcast::{Subscriber, SubscriberOptions};
+/// let opts: SubscriberOptions = toml::from_str(r#"
+///     inject_loss = 0.01
+///     channel = { endpoint = "239.255.0.1:40456", interface = "127.0.0.1", stream = 7 }
+///     protocol = { join = "from_oldest" }
+/// "#)?;
+/// # let opts = SubscriberOptions { channel: nakcast::transport::doc_channel(), ..opts };
+/// let sub = Subscriber::new(opts)?; // unset fields have their defaults
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SubscriberOptions {
     /// What to subscribe to. Only the channel's stream is delivered.
@@ -67,6 +79,16 @@ fn datagram_slot(max_datagram: usize) -> usize {
 
 impl SubscriberOptions {
     /// Options for `channel` with every default.
+    ///
+    /// ```
+    /// # use nakcast::{JoinPolicy, Subscriber, SubscriberOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// let mut opts = SubscriberOptions::new(channel);
+    /// opts.protocol.join = JoinPolicy::FromOldest; // recover what the publisher still holds
+    /// opts.socket.recv_buffer = 8 << 20;
+    /// let sub = Subscriber::new(opts)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(channel: Channel) -> Self {
         Self {
             channel,
@@ -85,17 +107,23 @@ impl SubscriberOptions {
 /// Drive it from one thread: [`poll`](Self::poll) in a busy loop for the lowest latency, or
 /// [`recv_timeout`](Self::recv_timeout) to block until something arrives.
 ///
-/// ```no_run
+/// ```
 /// use nakcast::{Channel, Event, Subscriber, SubscriberOptions};
 /// let channel: Channel = "udp://239.255.0.1:40456?interface=127.0.0.1&stream=7".parse()?;
+/// # let channel = nakcast::transport::doc_channel();
+/// # let for_publisher = channel.clone();
 /// let mut sub = Subscriber::new(SubscriberOptions::new(channel))?;
-/// loop {
+/// # let mut publisher = nakcast::Publisher::new(nakcast::PublisherOptions::new(for_publisher))?;
+/// # publisher.offer(b"hello")?;
+/// # let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+/// let mut done = false;
+/// while !done {
 ///     sub.poll(&mut |event| match event {
-///         Event::Message { seq, payload, .. } => println!("{seq}: {} bytes", payload.len()),
+///         Event::Message { seq, payload, .. } => { println!("{seq}: {payload:?}"); done = true }
 ///         Event::Loss { range, reason, .. } => eprintln!("lost {range}: {reason:?}"),
 ///         _ => {}
 ///     }, 64)?;
-/// #   break;
+/// #   assert!(std::time::Instant::now() < deadline);
 /// }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -121,6 +149,15 @@ const DATA: Token = Token(0);
 
 impl Subscriber {
     /// Open the sockets (join the group) and start receiving.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// let sub = Subscriber::new(SubscriberOptions::new(channel))?; // joined: receiving from now on
+    /// assert_eq!(sub.stats().joins, 0); // no publisher seen yet
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(opts: SubscriberOptions) -> Result<Self, Error> {
         let mut socket_cfg = opts.socket.clone();
         socket_cfg.interface = opts.channel.interface.clone();
@@ -194,6 +231,23 @@ impl Subscriber {
     /// `limit` were handled or none is left), hand every event to `handler` (messages in
     /// order per publisher, payload valid during the call), run timers and send due NAKs. Returns the work done (datagrams received plus NAKs
     /// sent), for idle strategies.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// # publisher.offer(b"hello")?;
+    /// # let deadline = Instant::now() + Duration::from_secs(5);
+    /// let mut received = Vec::new();
+    /// while received.is_empty() { // a busy-poll loop: the lowest latency
+    ///     sub.poll(&mut |e| if let Event::Message { seq, .. } = e { received.push(seq) }, 64)?;
+    /// #   assert!(Instant::now() < deadline);
+    /// }
+    /// assert_eq!(received, [0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn poll<F: FnMut(Event<'_>)>(
         &mut self,
         handler: &mut F,
@@ -274,6 +328,25 @@ impl Subscriber {
 
     /// Block until a datagram arrives, a timer is due, or `timeout` passes; then run one
     /// duty cycle. Returns the work done (0 on timeout).
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// let work = sub.recv_timeout(&mut |e| println!("{e:?}"), Duration::from_millis(1))?;
+    /// assert_eq!(work, 0); // nothing published: timed out after 1 ms
+    /// # publisher.offer(b"hello")?;
+    /// let mut got = None;
+    /// # let deadline = Instant::now() + Duration::from_secs(5);
+    /// while got.is_none() {
+    ///     let mut on_event = |e: Event<'_>| if let Event::Message { seq, .. } = e { got = Some(seq) };
+    ///     sub.recv_timeout(&mut on_event, Duration::from_millis(100))?; // blocks up to 100 ms
+    /// #   assert!(Instant::now() < deadline);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv_timeout<F: FnMut(Event<'_>)>(
         &mut self,
         handler: &mut F,
@@ -299,6 +372,19 @@ impl Subscriber {
     /// Block until a datagram is waiting, a protocol timer is due, or `timeout` passes,
     /// without receiving anything (for callers that run their own duty cycle and idle by
     /// blocking). Returns whether the socket is readable.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// # publisher.offer(b"hello")?;
+    /// if sub.wait(Duration::from_secs(1))? {
+    ///     sub.poll(&mut |e| println!("{e:?}"), 64)?; // your own duty cycle
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait(&mut self, timeout: Duration) -> Result<bool, Error> {
         if !self.drained {
             // The last poll may have left datagrams queued: readiness is edge-triggered,
@@ -317,44 +403,149 @@ impl Subscriber {
     }
 
     /// Counters of the protocol core.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// # publisher.offer(b"hello")?;
+    /// # nakcast::transport::doc_poll_until(&mut sub, |s| s.stats().messages == 1);
+    /// let stats = sub.stats();
+    /// assert_eq!((stats.messages, stats.message_bytes), (1, 5));
+    /// println!("{} gaps, {} NAKs, {} recovered", stats.gaps, stats.naks_sent, stats.recovered);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stats(&self) -> &ReceiverStats {
         self.core.stats()
     }
 
     /// Repair latency so far: for each fragment recovered after a NAK, the time from
     /// detecting its gap to delivering it in order.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// let latency = sub.repair_latency();
+    /// if let Some(p99) = latency.quantile(0.99) {
+    ///     println!("{} repairs, p99 {p99:?}", latency.count());
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn repair_latency(&self) -> &crate::proto::receiver::RepairLatency {
         self.core.repair_latency()
     }
 
     /// Datagrams dropped by the loss injector.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// let mut opts = SubscriberOptions::new(channel.clone());
+    /// opts.inject_loss = 1.0; // drop every datagram received
+    /// let mut lossy = Subscriber::new(opts)?;
+    /// publisher.offer(b"hello")?;
+    /// # nakcast::transport::doc_poll_until(&mut lossy, |s| s.injected_drops() > 0);
+    /// assert_eq!(lossy.stats().datagrams, 0); // the protocol saw nothing
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn injected_drops(&self) -> u64 {
         self.injected_drops
     }
 
     /// Datagrams larger than [`max_datagram`](Self::max_datagram), dropped (the payload
     /// never reaches the protocol).
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// let cfg = SocketConfig { interface: channel.interface.clone(), ..SocketConfig::default() };
+    /// let raw = nakcast::transport::open_sender(channel.endpoint, &cfg)?;
+    /// raw.socket.send(&[0; 4000])?; // larger than `max_datagram` (2048)
+    /// # nakcast::transport::doc_poll_until(&mut sub, |s| s.truncated() > 0);
+    /// assert_eq!(sub.truncated(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn truncated(&self) -> u64 {
         self.truncated
     }
 
     /// Warnings from socket set-up (e.g. buffer sizes clamped by the kernel).
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// for warning in sub.warnings() {
+    ///     eprintln!("{warning}"); // says which sysctl to raise
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn warnings(&self) -> &[SocketWarning] {
         &self.warnings
     }
 
     /// Socket buffers the kernel granted smaller than requested (each is also in
     /// [`warnings`](Self::warnings), and was logged when the subscriber was created).
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// let mut opts = SubscriberOptions::new(channel);
+    /// opts.socket.recv_buffer = 1 << 30; // far above a usual net.core.rmem_max
+    /// let sub = Subscriber::new(opts)?;
+    /// if sub.buffer_clamps() > 0 {
+    ///     eprintln!("smaller buffers than requested: {:?}", sub.warnings());
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn buffer_clamps(&self) -> u64 {
         self.buffer_clamps
     }
 
     /// The size of each receive buffer: [`SubscriberOptions::max_datagram`] after clamping.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// let mut opts = SubscriberOptions::new(channel);
+    /// opts.max_datagram = 9000; // publishers with a jumbo-frame mtu
+    /// assert_eq!(Subscriber::new(opts.clone())?.max_datagram(), 9000);
+    /// opts.max_datagram = 100; // too small for the default mtu: raised
+    /// assert_eq!(Subscriber::new(opts)?.max_datagram(), nakcast::transport::MIN_DATAGRAM);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_datagram(&self) -> usize {
         self.recv.datagram_capacity()
     }
 
     /// The protocol core, for inspection.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// # publisher.offer(b"hello")?;
+    /// # nakcast::transport::doc_poll_until(&mut sub, |s| s.stats().messages == 1);
+    /// assert_eq!(sub.core().source_count(), 1); // publishers tracked
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn core(&self) -> &Receiver {
         &self.core
     }
