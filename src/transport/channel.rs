@@ -14,6 +14,15 @@ use super::socket::Interface;
 /// With a multicast `endpoint`, the publisher sends to the group and subscribers join it.
 /// With a unicast `endpoint` (networks without multicast), the publisher listens there and
 /// each subscriber registers with it; frames are sent to every registered subscriber.
+///
+/// ```
+/// # use nakcast::{Channel, Interface};
+/// let channel: Channel = "udp://239.255.0.1:40456?interface=127.0.0.1&stream=7".parse()?;
+/// assert!(channel.is_multicast());
+/// assert_eq!(channel.stream, 7);
+/// assert_eq!(channel.to_string().parse::<Channel>()?, channel); // round-trips
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Channel {
     /// Multicast group and port, or the publisher's unicast address.
@@ -28,6 +37,13 @@ pub struct Channel {
 
 impl Channel {
     /// A multicast or unicast channel on `endpoint`, stream 0, any interface.
+    ///
+    /// ```
+    /// # use nakcast::{Channel, Interface};
+    /// let channel = Channel::new("239.255.0.1:40456".parse()?);
+    /// assert_eq!((channel.stream, channel.interface), (0, Interface::Any));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(endpoint: SocketAddr) -> Self {
         Self {
             endpoint,
@@ -37,24 +53,52 @@ impl Channel {
     }
 
     /// The same channel on `interface`.
+    ///
+    /// ```
+    /// # use nakcast::{Channel, Interface};
+    /// let channel = Channel::new("239.255.0.1:40456".parse()?).with_interface("eth0".parse()?);
+    /// assert_eq!(channel.interface, Interface::Name("eth0".into()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_interface(mut self, interface: Interface) -> Self {
         self.interface = interface;
         self
     }
 
     /// The same channel with stream id `stream`.
+    ///
+    /// ```
+    /// # use nakcast::{Channel, Interface};
+    /// let channel = Channel::new("239.255.0.1:40456".parse()?).with_stream(7);
+    /// assert_eq!(channel.to_string(), "udp://239.255.0.1:40456?stream=7");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_stream(mut self, stream: u32) -> Self {
         self.stream = stream;
         self
     }
 
     /// Whether the endpoint is a multicast group.
+    ///
+    /// ```
+    /// # use nakcast::{Channel, Interface};
+    /// assert!("udp://239.255.0.1:40456".parse::<Channel>()?.is_multicast());
+    /// assert!(!"udp://10.0.0.5:40456".parse::<Channel>()?.is_multicast()); // unicast mode
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_multicast(&self) -> bool {
         self.endpoint.ip().is_multicast()
     }
 }
 
 /// Why a channel string did not parse.
+///
+/// ```
+/// # use nakcast::{Channel, Interface};
+/// let err = "udp://239.255.0.1".parse::<Channel>().unwrap_err(); // no port
+/// assert!(err.to_string().contains("expected udp://ADDR:PORT"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChannelParseError(String);
 

@@ -23,6 +23,22 @@ use crate::proto::publisher::OfferError;
 use crate::proto::receiver::{Event, OwnedEvent};
 
 /// A subscriber running on its own thread; stop it to get it back.
+///
+/// ```
+/// # use nakcast::{Event, IdleStrategy, OwnedEvent, Publisher, PublisherOptions, Subscriber, SubscriberOptions};
+/// # use std::time::Duration;
+/// # let channel = nakcast::transport::doc_channel();
+/// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+/// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// let running = sub.spawn(IdleStrategy::Block, move |event| {
+///     if let Event::Message { payload, .. } = event { tx.send(payload.to_vec()).unwrap() }
+/// });
+/// # publisher.offer(b"hello")?;
+/// assert_eq!(rx.recv_timeout(Duration::from_secs(5))?, b"hello");
+/// let sub = running.stop()?; // or drop `running` to stop it
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct SubscriberThread {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<Subscriber, Error>>>,
@@ -31,6 +47,20 @@ pub struct SubscriberThread {
 impl SubscriberThread {
     /// Stop the thread after its current duty cycle and return the subscriber (or the
     /// error that stopped it).
+    ///
+    /// ```
+    /// # use nakcast::{Event, IdleStrategy, OwnedEvent, Publisher, PublisherOptions, Subscriber, SubscriberOptions};
+    /// # use std::time::Duration;
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// let running = sub.spawn(IdleStrategy::DEFAULT_BACKOFF, |_| {});
+    /// # publisher.offer(b"hello")?;
+    /// # std::thread::sleep(Duration::from_millis(5));
+    /// let sub = running.stop()?;
+    /// println!("{} messages received on the thread", sub.stats().messages);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stop(mut self) -> Result<Subscriber, Error> {
         self.stop.store(true, Ordering::Release);
         let t = self.thread.take().expect("joined once");
@@ -50,6 +80,21 @@ impl Drop for SubscriberThread {
 impl Subscriber {
     /// Move the subscriber to a new thread that polls it with `idle` between empty duty
     /// cycles and calls `handler` for every event, on that thread.
+    ///
+    /// ```
+    /// # use nakcast::{Event, IdleStrategy, OwnedEvent, Publisher, PublisherOptions, Subscriber, SubscriberOptions};
+    /// # use std::time::Duration;
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let running = sub.spawn(IdleStrategy::Yield, move |event| {
+    ///     if let Event::Message { seq, .. } = event { tx.send(seq).unwrap() }
+    /// });
+    /// # publisher.offer(b"hello")?;
+    /// assert_eq!(rx.recv_timeout(Duration::from_secs(5))?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn spawn<F>(mut self, idle: IdleStrategy, mut handler: F) -> SubscriberThread
     where
         F: FnMut(Event<'_>) + Send + 'static,
@@ -80,6 +125,21 @@ impl Subscriber {
     /// An iterator of owned events that blocks up to `timeout` for each; it ends after
     /// `timeout` passes with no event. Allocates per message: a convenience, not the fast
     /// path.
+    ///
+    /// ```
+    /// # use nakcast::{Event, IdleStrategy, OwnedEvent, Publisher, PublisherOptions, Subscriber, SubscriberOptions};
+    /// # use std::time::Duration;
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// # publisher.offer(b"hello")?;
+    /// let first = sub.events(Duration::from_secs(1)).find_map(|event| match event {
+    ///     OwnedEvent::Message { payload, .. } => Some(payload),
+    ///     _ => None, // Joined, Loss, ...
+    /// });
+    /// assert_eq!(first.as_deref(), Some(&b"hello"[..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn events(&mut self, timeout: Duration) -> EventIter<'_> {
         EventIter {
             sub: self,
@@ -91,6 +151,19 @@ impl Subscriber {
 }
 
 /// Iterator returned by [`Subscriber::events`].
+///
+/// ```
+/// # use nakcast::{Event, IdleStrategy, OwnedEvent, Publisher, PublisherOptions, Subscriber, SubscriberOptions};
+/// # use std::time::Duration;
+/// # let channel = nakcast::transport::doc_channel();
+/// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+/// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+/// # publisher.offer(b"hello")?;
+/// for event in sub.events(Duration::from_millis(20)) { // ends after 20 ms without an event
+///     println!("{event:?}");
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct EventIter<'a> {
     sub: &'a mut Subscriber,
     timeout: Duration,
@@ -100,6 +173,20 @@ pub struct EventIter<'a> {
 
 impl EventIter<'_> {
     /// The socket error that ended the iteration, if any.
+    ///
+    /// ```
+    /// # use nakcast::{Event, IdleStrategy, OwnedEvent, Publisher, PublisherOptions, Subscriber, SubscriberOptions};
+    /// # use std::time::Duration;
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// let mut events = sub.events(Duration::from_millis(1));
+    /// for event in events.by_ref() {
+    ///     println!("{event:?}");
+    /// }
+    /// if let Some(e) = events.error() { eprintln!("stopped by a socket error: {e}") }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn error(&self) -> Option<&Error> {
         self.error.as_ref()
     }
@@ -130,6 +217,18 @@ impl Iterator for EventIter<'_> {
 /// A publisher shared with a background thread that serves NAKs and heartbeats.
 ///
 /// Clone it to offer from several threads; every call takes the publisher's mutex.
+///
+/// ```
+/// # use nakcast::{IdleStrategy, OfferError, Publisher, PublisherOptions};
+/// # use std::time::Duration;
+/// # let channel = nakcast::transport::doc_channel();
+/// # let publisher = Publisher::new(PublisherOptions::new(channel))?;
+/// let shared = publisher.spawn(IdleStrategy::DEFAULT_BACKOFF);
+/// let other = shared.clone();
+/// std::thread::spawn(move || other.offer(b"from another thread")).join().unwrap()?;
+/// shared.close(Duration::from_millis(10))?; // stops the thread
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct SharedPublisher {
     inner: Arc<Mutex<Publisher>>,
@@ -140,6 +239,17 @@ pub struct SharedPublisher {
 impl Publisher {
     /// Serve NAKs and heartbeats on a background thread (polling with `idle` between empty
     /// duty cycles; `Backoff` is the sensible choice, as every poll takes the lock).
+    ///
+    /// ```
+    /// # use nakcast::{IdleStrategy, OfferError, Publisher, PublisherOptions};
+    /// # use std::time::Duration;
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// let shared = publisher.spawn(IdleStrategy::DEFAULT_BACKOFF); // NAKs served meanwhile
+    /// shared.offer(b"hello")?;
+    /// shared.close(Duration::from_millis(10))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn spawn(self, idle: IdleStrategy) -> SharedPublisher {
         let inner = Arc::new(Mutex::new(self));
         let stop = Arc::new(AtomicBool::new(false));
@@ -173,16 +283,57 @@ fn lock(p: &Mutex<Publisher>) -> MutexGuard<'_, Publisher> {
 
 impl SharedPublisher {
     /// [`Publisher::offer`] under the lock.
+    ///
+    /// ```
+    /// # use nakcast::{IdleStrategy, OfferError, Publisher, PublisherOptions};
+    /// # use std::time::Duration;
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// # let shared = publisher.spawn(IdleStrategy::DEFAULT_BACKOFF);
+    /// let seq = shared.offer(b"hello")?;
+    /// assert_eq!(shared.offer(b"world")?, seq + 1);
+    /// # shared.close(Duration::ZERO)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn offer(&self, msg: &[u8]) -> Result<u64, OfferError> {
         lock(&self.inner).offer(msg)
     }
 
     /// Run `f` with the publisher locked (counters, flush, deferred offers).
+    ///
+    /// ```
+    /// # use nakcast::{IdleStrategy, OfferError, Publisher, PublisherOptions};
+    /// # use std::time::Duration;
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// # let shared = publisher.spawn(IdleStrategy::DEFAULT_BACKOFF);
+    /// shared.with(|p| {
+    ///     p.offer_deferred(b"one")?;
+    ///     p.offer_deferred(b"two")?;
+    ///     p.flush();
+    ///     Ok::<_, OfferError>(())
+    /// })?;
+    /// assert_eq!(shared.with(|p| p.stats().messages), 2);
+    /// # shared.close(Duration::ZERO)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with<R>(&self, f: impl FnOnce(&mut Publisher) -> R) -> R {
         f(&mut lock(&self.inner))
     }
 
     /// Stop the background thread and close the publisher, serving NAKs for `linger`.
+    ///
+    /// ```
+    /// # use nakcast::{IdleStrategy, OfferError, Publisher, PublisherOptions};
+    /// # use std::time::Duration;
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// # let shared = publisher.spawn(IdleStrategy::DEFAULT_BACKOFF);
+    /// shared.offer(b"last words")?;
+    /// shared.close(Duration::from_millis(10))?;
+    /// assert!(matches!(shared.offer(b"too late"), Err(OfferError::Closed)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&self, linger: Duration) -> Result<(), Error> {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self

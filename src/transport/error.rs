@@ -7,6 +7,16 @@ use super::channel::ChannelParseError;
 use super::socket::TransportError;
 
 /// Why a `Publisher` or `Subscriber` could not be created or driven.
+///
+/// ```
+/// # use nakcast::{Channel, Error, Subscriber, SubscriberOptions};
+/// let channel: Channel = "udp://239.255.0.1:40456?interface=nakcast-nope0".parse()?;
+/// match Subscriber::new(SubscriberOptions::new(channel)) {
+///     Err(Error::Socket(e)) => eprintln!("{e}"), // names the interface and how to fix it
+///     other => panic!("expected a socket error, got {:?}", other.err()),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub enum Error {
     /// Socket set-up failed; the message says which address, interface or option, and how

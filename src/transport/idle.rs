@@ -6,6 +6,15 @@ use serde::{Deserialize, Serialize};
 
 /// How a driver waits when there is nothing to do. The trade-off is CPU for latency:
 /// measured figures are in docs/PERFORMANCE.md.
+///
+/// ```
+/// # use nakcast::{IdleStrategy, Subscriber, SubscriberOptions};
+/// # let sub = Subscriber::new(SubscriberOptions::new(nakcast::transport::doc_channel()))?;
+/// let running = sub.spawn(IdleStrategy::Block, |event| println!("{event:?}")); // no CPU when idle
+/// let from_config: IdleStrategy = serde_json::from_str(r#""yield""#)?; // snake_case names
+/// assert_eq!(from_config, IdleStrategy::Yield);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdleStrategy {
@@ -31,6 +40,15 @@ pub enum IdleStrategy {
 
 impl IdleStrategy {
     /// A back-off that spins for ~10k idle cycles, yields for ~1k, then sleeps up to 1 ms.
+    ///
+    /// ```
+    /// # use nakcast::{IdleStrategy, Publisher, PublisherOptions};
+    /// # let publisher = Publisher::new(PublisherOptions::new(nakcast::transport::doc_channel()))?;
+    /// let shared = publisher.spawn(IdleStrategy::DEFAULT_BACKOFF); // cheap when idle
+    /// shared.offer(b"hello")?;
+    /// # shared.close(std::time::Duration::ZERO)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub const DEFAULT_BACKOFF: IdleStrategy = IdleStrategy::Backoff {
         spins: 10_000,
         yields: 1_000,
@@ -39,6 +57,18 @@ impl IdleStrategy {
 }
 
 /// Per-loop state of an idle strategy.
+///
+/// ```
+/// # use nakcast::{IdleStrategy, Publisher, PublisherOptions};
+/// # use nakcast::transport::idle::Idler;
+/// # let mut publisher = Publisher::new(PublisherOptions::new(nakcast::transport::doc_channel()))?;
+/// let mut idler = Idler::default();
+/// for _ in 0..100 {
+///     let work = publisher.poll()?; // your own duty cycle
+///     idler.idle(IdleStrategy::DEFAULT_BACKOFF, work); // waits only when there was no work
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct Idler {
     idle_cycles: u64,
@@ -47,6 +77,15 @@ pub struct Idler {
 impl Idler {
     /// Call after each duty cycle with the work it did: on no work, wait as the strategy
     /// says. (`Block` does nothing here: the caller blocks in its poller instead.)
+    ///
+    /// ```
+    /// # use nakcast::IdleStrategy;
+    /// # use nakcast::transport::idle::Idler;
+    /// let mut idler = Idler::default();
+    /// idler.idle(IdleStrategy::Yield, 0); // no work: yields the core once
+    /// idler.idle(IdleStrategy::Yield, 3); // work: returns at once and resets the back-off
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn idle(&mut self, strategy: IdleStrategy, work: usize) {
         if work > 0 {
             self.idle_cycles = 0;

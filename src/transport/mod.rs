@@ -7,6 +7,8 @@
 #[allow(unsafe_code)]
 pub mod batch;
 pub mod channel;
+#[doc(hidden)]
+pub mod doc_support;
 pub mod driver;
 pub mod error;
 pub mod idle;
@@ -18,6 +20,8 @@ pub mod subscriber;
 pub use crate::proto::receiver::OwnedEvent;
 pub use batch::{Datagram, PushError, RecvBatch, SendBatch, Truncated};
 pub use channel::{Channel, ChannelParseError};
+#[doc(hidden)]
+pub use doc_support::{doc_channel, doc_poll_until};
 pub use driver::{EventIter, SharedPublisher, SubscriberThread};
 pub use error::Error;
 pub use idle::IdleStrategy;
@@ -27,4 +31,4 @@ pub use socket::{
     TransportError, open_multicast_receiver, open_reply_receiver, open_sender,
     open_unicast_receiver, resolve_interface,
 };
-pub use subscriber::{Subscriber, SubscriberOptions};
+pub use subscriber::{MAX_DATAGRAM, MIN_DATAGRAM, Subscriber, SubscriberOptions};

@@ -18,6 +18,17 @@ use crate::proto::transmit::Destination;
 pub const MAX_RECEIVED_PER_POLL: usize = 64;
 
 /// Everything a [`Publisher`] needs; plain data with defaults, loadable from TOML/JSON.
+///
+/// ```
+/// use nakcast::{Publisher, PublisherOptions};
+/// let opts: PublisherOptions = toml::from_str(
+///     "[channel]\nendpoint = \"239.255.0.1:40456\"\ninterface = \"127.0.0.1\"\n[protocol]\nmtu = 1400",
+/// )?;
+/// assert_eq!((opts.protocol.mtu, opts.socket.multicast_ttl), (1400, 1)); // the rest: defaults
+/// # let opts = PublisherOptions { channel: nakcast::transport::doc_channel(), ..opts };
+/// let publisher = Publisher::new(opts)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublisherOptions {
     /// Where to publish.
@@ -37,6 +48,16 @@ pub struct PublisherOptions {
 
 impl PublisherOptions {
     /// Options for `channel` with every default.
+    ///
+    /// ```
+    /// # use nakcast::{Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// let mut opts = PublisherOptions::new(channel);
+    /// opts.protocol.heartbeat_max = std::time::Duration::from_millis(50);
+    /// opts.socket.multicast_ttl = 4; // cross up to 3 routers
+    /// let publisher = Publisher::new(opts)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(channel: Channel) -> Self {
         Self {
             channel,
@@ -54,14 +75,15 @@ impl PublisherOptions {
 /// [`poll`](Self::poll) regularly (a busy loop, or every few hundred microseconds) so NAKs
 /// are answered and heartbeats go out.
 ///
-/// ```no_run
+/// ```
 /// use nakcast::{Channel, Publisher, PublisherOptions};
 /// let channel: Channel = "udp://239.255.0.1:40456?interface=127.0.0.1&stream=7".parse()?;
+/// # let channel = nakcast::transport::doc_channel();
 /// let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
 /// let seq = publisher.offer(b"hello")?;
 /// publisher.poll()?;
-/// publisher.close(std::time::Duration::from_millis(100))?;
-/// # let _ = seq;
+/// publisher.close(std::time::Duration::from_millis(10))?;
+/// # assert_eq!(seq, 0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Publisher {
@@ -78,6 +100,7 @@ pub struct Publisher {
     /// The latest time read from the clock.
     now: Instant,
     warnings: Vec<SocketWarning>,
+    buffer_clamps: u64,
     send_errors: u64,
     fanout_drops: u64,
 }
@@ -85,6 +108,14 @@ pub struct Publisher {
 impl Publisher {
     /// Open the sockets and start a new session (a random session id that grows with the
     /// start time, [`crate::proto::session::session_id`]).
+    ///
+    /// ```
+    /// # use nakcast::{Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// let publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// println!("subscribers send NAKs to {}", publisher.local_addr());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(opts: PublisherOptions) -> Result<Self, Error> {
         let mut socket_cfg = opts.socket.clone();
         socket_cfg.interface = opts.channel.interface.clone();
@@ -127,6 +158,7 @@ impl Publisher {
             recv: RecvBatch::new(32, 2048),
             frame: vec![0; mtu],
             now: Instant::now(),
+            buffer_clamps: socket::buffer_clamps(&warnings),
             warnings,
             send_errors: 0,
             fanout_drops: 0,
@@ -136,6 +168,20 @@ impl Publisher {
     /// Queue `msg` and send it (with anything else due) at once. Returns its sequence
     /// number, or back-pressure (nothing queued) when the unsent allowance or the send
     /// rate is exhausted.
+    ///
+    /// ```
+    /// # use nakcast::{OfferError, Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// match publisher.offer(b"tick") {
+    ///     Ok(seq) => println!("sent as {seq}"),
+    ///     Err(OfferError::BackPressure | OfferError::RateLimited(_)) => {
+    ///         publisher.poll()?; // drain, then offer again
+    ///     }
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn offer(&mut self, msg: &[u8]) -> Result<u64, OfferError> {
         let now = self.clock();
         let seq = match self.core.offer(now, msg) {
@@ -155,6 +201,18 @@ impl Publisher {
     /// [`flush`](Self::flush) or [`poll`](Self::poll). For throughput: an application
     /// that offers everything it has, then flushes, sends full frames under load and a
     /// lone message at once when idle.
+    ///
+    /// ```
+    /// # use nakcast::{Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// for price in [101u32, 102, 103] {
+    ///     publisher.offer_deferred(&price.to_le_bytes())?; // shares one frame
+    /// }
+    /// publisher.flush(); // sends the frame now
+    /// # assert_eq!((publisher.stats().messages, publisher.stats().data_frames), (3, 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn offer_deferred(&mut self, msg: &[u8]) -> Result<u64, OfferError> {
         // One clock read per frame, not per message: while a frame is open, the time of
         // the previous call is recent enough (it only dates the frame and the rate limit).
@@ -179,6 +237,16 @@ impl Publisher {
     }
 
     /// Send everything queued now.
+    ///
+    /// ```
+    /// # use nakcast::{Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// publisher.offer_deferred(b"queued")?;
+    /// publisher.flush();
+    /// assert_eq!(publisher.stats().data_frames, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn flush(&mut self) {
         self.core.flush();
         let now = self.clock();
@@ -196,6 +264,21 @@ impl Publisher {
     /// the control-rate allowance, `max_control_rate`), send repairs, heartbeats and
     /// anything queued. Returns the work done (datagrams received plus sent), for idle
     /// strategies.
+    ///
+    /// ```
+    /// # use nakcast::{Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # use std::time::{Duration, Instant};
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// let deadline = Instant::now() + Duration::from_millis(2);
+    /// while Instant::now() < deadline {
+    ///     // The duty cycle: serve NAKs, send heartbeats and anything queued.
+    ///     if publisher.poll()? == 0 {
+    ///         std::hint::spin_loop(); // or yield, sleep, ...: see IdleStrategy
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn poll(&mut self) -> Result<usize, Error> {
         let now = self.clock();
         let mut work = 0;
@@ -397,6 +480,17 @@ impl Publisher {
 
     /// Close cleanly: send what is queued, then CLOSE frames, serving NAKs for `linger`
     /// (blocking the calling thread meanwhile, polling every 50 µs).
+    ///
+    /// ```
+    /// # use nakcast::{OfferError, Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # use std::time::Duration;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// publisher.offer(b"last words")?;
+    /// publisher.close(Duration::from_millis(10))?; // CLOSE frames, NAKs served for 10 ms
+    /// assert!(matches!(publisher.offer(b"too late"), Err(OfferError::Closed)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&mut self, linger: Duration) -> Result<(), Error> {
         let start = self.clock();
         self.core.close(start);
@@ -409,36 +503,121 @@ impl Publisher {
     }
 
     /// Counters of the protocol core.
+    ///
+    /// ```
+    /// # use nakcast::{Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// publisher.offer(b"hello")?;
+    /// let stats = publisher.stats();
+    /// assert_eq!((stats.messages, stats.message_bytes), (1, 5));
+    /// println!("{} NAKs received, {} repairs sent", stats.naks_received, stats.retransmits);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stats(&self) -> &PublisherStats {
         self.core.stats()
     }
 
     /// Datagrams the kernel refused to send (dropped and counted).
+    ///
+    /// ```
+    /// # use nakcast::{Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// publisher.offer(b"hello")?;
+    /// assert_eq!(publisher.send_errors(), 0); // e.g. a firewall's EPERM would count here
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send_errors(&self) -> u64 {
         self.send_errors
     }
 
     /// Unicast copies not sent because the kernel pushed back during a fan-out.
+    ///
+    /// ```
+    /// # use nakcast::{Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// publisher.offer(b"hello")?;
+    /// assert_eq!(publisher.fanout_drops(), 0); // always 0 in multicast mode
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fanout_drops(&self) -> u64 {
         self.fanout_drops
     }
 
     /// The session id of this publisher.
+    ///
+    /// ```
+    /// # use nakcast::{Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// let first = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// let second = Publisher::new(PublisherOptions::new(channel))?;
+    /// assert_ne!(first.session(), second.session()); // each start is a new session
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn session(&self) -> u64 {
         self.core.session()
     }
 
     /// The source address receivers see (and send NAKs to).
+    ///
+    /// ```
+    /// # use nakcast::{Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// // The interface's address (127.0.0.1 here) and an ephemeral port, unless
+    /// // `SocketConfig::source_port` fixes it (e.g. for a firewall rule).
+    /// assert!(publisher.local_addr().ip().is_loopback());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
     /// Warnings from socket set-up (e.g. buffer sizes clamped by the kernel).
+    ///
+    /// ```
+    /// # use nakcast::{Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// for warning in publisher.warnings() {
+    ///     eprintln!("{warning}"); // says which sysctl to raise
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn warnings(&self) -> &[SocketWarning] {
         &self.warnings
     }
 
+    /// Socket buffers the kernel granted smaller than requested (each is also in
+    /// [`warnings`](Self::warnings), and was logged when the publisher was created).
+    ///
+    /// ```
+    /// # use nakcast::{Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// let mut opts = PublisherOptions::new(channel);
+    /// opts.socket.send_buffer = 1 << 30; // far above a usual net.core.wmem_max
+    /// let publisher = Publisher::new(opts)?;
+    /// if publisher.buffer_clamps() > 0 {
+    ///     eprintln!("smaller buffers than requested: {:?}", publisher.warnings());
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn buffer_clamps(&self) -> u64 {
+        self.buffer_clamps
+    }
+
     /// The protocol core, for inspection.
+    ///
+    /// ```
+    /// # use nakcast::{Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel))?;
+    /// let seq = publisher.offer(b"hello")?;
+    /// assert_eq!(publisher.core().next_seq(), seq + 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn core(&self) -> &Core {
         &self.core
     }

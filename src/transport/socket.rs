@@ -24,6 +24,15 @@ pub const DEFAULT_BUFFER_SIZE: usize = 4 * 1024 * 1024;
 
 /// Which network interface multicast traffic uses. In configuration files it is a string:
 /// `"any"`, an address (`"127.0.0.1"`) or a name (`"eth0"`).
+///
+/// ```
+/// use nakcast::{Channel, Interface};
+/// assert_eq!("127.0.0.1".parse::<Interface>()?, Interface::Addr([127, 0, 0, 1].into()));
+/// assert_eq!("lo".parse::<Interface>()?, Interface::Name("lo".into()));
+/// assert_eq!("any".parse::<Interface>()?, Interface::Any);
+/// let channel = Channel::new("239.255.0.1:40456".parse()?).with_interface("lo".parse()?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(from = "String", into = "String")]
 pub enum Interface {
@@ -85,6 +94,17 @@ impl fmt::Display for Interface {
 ///
 /// Deserialising a partial document fills the missing fields from
 /// [`SocketConfig::default`].
+///
+/// ```
+/// # use nakcast::{SocketConfig, Subscriber, SubscriberOptions};
+/// # let channel = nakcast::transport::doc_channel();
+/// let mut opts = SubscriberOptions::new(channel);
+/// opts.socket = SocketConfig { recv_buffer: 16 << 20, ..SocketConfig::default() };
+/// let sub = Subscriber::new(opts)?;
+/// let partial: SocketConfig = toml::from_str("multicast_ttl = 4")?; // the rest: defaults
+/// assert_eq!((partial.multicast_ttl, partial.reuse_port), (4, true));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SocketConfig {
@@ -158,6 +178,14 @@ impl fmt::Display for SocketWarning {
             ),
         }
     }
+}
+
+/// How many of `warnings` are [`SocketWarning::BufferClamp`]s.
+pub(crate) fn buffer_clamps(warnings: &[SocketWarning]) -> u64 {
+    warnings
+        .iter()
+        .filter(|w| matches!(w, SocketWarning::BufferClamp { .. }))
+        .count() as u64
 }
 
 /// Effective socket buffer sizes after set-up (already halved on Linux).

@@ -17,8 +17,21 @@ use super::publisher::{log_warning, random_session};
 use super::socket::{self, SocketConfig, SocketWarning};
 use crate::proto::receiver::{Event, Receiver, ReceiverConfig, ReceiverStats};
 use crate::proto::transmit::Destination;
+use crate::proto::wire;
 
 /// Everything a [`Subscriber`] needs; plain data with defaults, loadable from TOML/JSON.
+///
+/// ```
+/// # use nakcast::{Subscriber, SubscriberOptions};
+/// let opts: SubscriberOptions = toml::from_str(r#"
+///     inject_loss = 0.01
+///     channel = { endpoint = "239.255.0.1:40456", interface = "127.0.0.1", stream = 7 }
+///     protocol = { join = "from_oldest" }
+/// "#)?;
+/// # let opts = SubscriberOptions { channel: nakcast::transport::doc_channel(), ..opts };
+/// let sub = Subscriber::new(opts)?; // unset fields have their defaults
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SubscriberOptions {
     /// What to subscribe to. Only the channel's stream is delivered.
@@ -34,8 +47,10 @@ pub struct SubscriberOptions {
     /// real loss for demos and tests over real sockets.
     #[serde(default)]
     pub inject_loss: f64,
-    /// Largest datagram accepted (at least the publishers' `mtu`); larger ones are counted
-    /// as truncated and dropped. Each subscriber holds 32 buffers of this size.
+    /// Largest datagram accepted, in bytes: the size of each receive buffer (a subscriber
+    /// holds 32). Larger datagrams are counted as truncated ([`Subscriber::truncated`]) and
+    /// dropped. Set it to at least the publishers' `mtu`; it is clamped to
+    /// [`MIN_DATAGRAM`]..=[`MAX_DATAGRAM`]. Default: 2048.
     #[serde(default = "default_max_datagram")]
     pub max_datagram: usize,
     /// Unicast mode only: the local address to receive on (default: the interface's
@@ -49,8 +64,31 @@ fn default_max_datagram() -> usize {
     2048
 }
 
+/// The smallest receive buffer a subscriber uses (see [`SubscriberOptions::max_datagram`]):
+/// the default publisher `mtu`.
+pub const MIN_DATAGRAM: usize = 1472;
+
+/// The largest receive buffer a subscriber uses: the largest frame the wire format allows
+/// (the largest UDP payload over IPv4).
+pub const MAX_DATAGRAM: usize = wire::MAX_FRAME_LEN;
+
+/// The receive buffer size for a configured `max_datagram`.
+fn datagram_slot(max_datagram: usize) -> usize {
+    max_datagram.clamp(MIN_DATAGRAM, MAX_DATAGRAM)
+}
+
 impl SubscriberOptions {
     /// Options for `channel` with every default.
+    ///
+    /// ```
+    /// # use nakcast::{JoinPolicy, Subscriber, SubscriberOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// let mut opts = SubscriberOptions::new(channel);
+    /// opts.protocol.join = JoinPolicy::FromOldest; // recover what the publisher still holds
+    /// opts.socket.recv_buffer = 8 << 20;
+    /// let sub = Subscriber::new(opts)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(channel: Channel) -> Self {
         Self {
             channel,
@@ -69,17 +107,23 @@ impl SubscriberOptions {
 /// Drive it from one thread: [`poll`](Self::poll) in a busy loop for the lowest latency, or
 /// [`recv_timeout`](Self::recv_timeout) to block until something arrives.
 ///
-/// ```no_run
+/// ```
 /// use nakcast::{Channel, Event, Subscriber, SubscriberOptions};
 /// let channel: Channel = "udp://239.255.0.1:40456?interface=127.0.0.1&stream=7".parse()?;
+/// # let channel = nakcast::transport::doc_channel();
+/// # let for_publisher = channel.clone();
 /// let mut sub = Subscriber::new(SubscriberOptions::new(channel))?;
-/// loop {
+/// # let mut publisher = nakcast::Publisher::new(nakcast::PublisherOptions::new(for_publisher))?;
+/// # publisher.offer(b"hello")?;
+/// # let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+/// let mut done = false;
+/// while !done {
 ///     sub.poll(&mut |event| match event {
-///         Event::Message { seq, payload, .. } => println!("{seq}: {} bytes", payload.len()),
+///         Event::Message { seq, payload, .. } => { println!("{seq}: {payload:?}"); done = true }
 ///         Event::Loss { range, reason, .. } => eprintln!("lost {range}: {reason:?}"),
 ///         _ => {}
 ///     }, 64)?;
-/// #   break;
+/// #   assert!(std::time::Instant::now() < deadline);
 /// }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -98,12 +142,22 @@ pub struct Subscriber {
     /// The last receive ended in `WouldBlock`: nothing is queued, blocking is safe.
     drained: bool,
     warnings: Vec<SocketWarning>,
+    buffer_clamps: u64,
 }
 
 const DATA: Token = Token(0);
 
 impl Subscriber {
     /// Open the sockets (join the group) and start receiving.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// let sub = Subscriber::new(SubscriberOptions::new(channel))?; // joined: receiving from now on
+    /// assert_eq!(sub.stats().joins, 0); // no publisher seen yet
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(opts: SubscriberOptions) -> Result<Self, Error> {
         let mut socket_cfg = opts.socket.clone();
         socket_cfg.interface = opts.channel.interface.clone();
@@ -113,7 +167,7 @@ impl Subscriber {
         };
         let mut cfg = opts.protocol.clone();
         cfg.stream = Some(opts.channel.stream);
-        let (data, control) = if opts.channel.is_multicast() {
+        let (data, control, control_warnings) = if opts.channel.is_multicast() {
             let data = socket::open_multicast_receiver(opts.channel.endpoint, &socket_cfg)?;
             let control = socket::open_unicast_receiver(
                 any,
@@ -123,7 +177,7 @@ impl Subscriber {
                     ..socket_cfg.clone()
                 },
             )?;
-            (data, control.socket)
+            (data, control.socket, control.warnings)
         } else {
             // Unicast: one socket receives the data and sends STATUS and NAKs, so the
             // publisher learns where to send from the STATUS source address.
@@ -137,12 +191,9 @@ impl Subscriber {
             let data = socket::open_unicast_receiver(local, &socket_cfg)?;
             let control = data.socket.try_clone()?;
             cfg.status_to = vec![opts.channel.endpoint];
-            (data, control)
+            (data, control, Vec::new())
         };
-        let warnings = data.warnings.clone();
-        for w in &warnings {
-            log_warning(w);
-        }
+        let warnings = setup_warnings([data.warnings, control_warnings]);
         let poller = Poll::new()?;
         poller.registry().register(
             &mut SourceFd(&data.socket.as_raw_fd()),
@@ -159,10 +210,7 @@ impl Subscriber {
             core: Receiver::new(cfg, random_session()),
             data: data.socket,
             control,
-            recv: RecvBatch::new(
-                32,
-                65_536.min(2048.max(opts.socket.recv_buffer.min(65_536))),
-            ),
+            recv: RecvBatch::new(32, datagram_slot(opts.max_datagram)),
             send: SendBatch::new(8, 2048),
             frame: vec![0; 2048],
             loss,
@@ -171,6 +219,7 @@ impl Subscriber {
             poller,
             events: Events::with_capacity(4),
             drained: true,
+            buffer_clamps: socket::buffer_clamps(&warnings),
             warnings,
         };
         // Unicast mode: register with the publisher at once.
@@ -182,6 +231,23 @@ impl Subscriber {
     /// `limit` were handled or none is left), hand every event to `handler` (messages in
     /// order per publisher, payload valid during the call), run timers and send due NAKs. Returns the work done (datagrams received plus NAKs
     /// sent), for idle strategies.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// # publisher.offer(b"hello")?;
+    /// # let deadline = Instant::now() + Duration::from_secs(5);
+    /// let mut received = Vec::new();
+    /// while received.is_empty() { // a busy-poll loop: the lowest latency
+    ///     sub.poll(&mut |e| if let Event::Message { seq, .. } = e { received.push(seq) }, 64)?;
+    /// #   assert!(Instant::now() < deadline);
+    /// }
+    /// assert_eq!(received, [0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn poll<F: FnMut(Event<'_>)>(
         &mut self,
         handler: &mut F,
@@ -262,6 +328,25 @@ impl Subscriber {
 
     /// Block until a datagram arrives, a timer is due, or `timeout` passes; then run one
     /// duty cycle. Returns the work done (0 on timeout).
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// let work = sub.recv_timeout(&mut |e| println!("{e:?}"), Duration::from_millis(1))?;
+    /// assert_eq!(work, 0); // nothing published: timed out after 1 ms
+    /// # publisher.offer(b"hello")?;
+    /// let mut got = None;
+    /// # let deadline = Instant::now() + Duration::from_secs(5);
+    /// while got.is_none() {
+    ///     let mut on_event = |e: Event<'_>| if let Event::Message { seq, .. } = e { got = Some(seq) };
+    ///     sub.recv_timeout(&mut on_event, Duration::from_millis(100))?; // blocks up to 100 ms
+    /// #   assert!(Instant::now() < deadline);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv_timeout<F: FnMut(Event<'_>)>(
         &mut self,
         handler: &mut F,
@@ -287,6 +372,19 @@ impl Subscriber {
     /// Block until a datagram is waiting, a protocol timer is due, or `timeout` passes,
     /// without receiving anything (for callers that run their own duty cycle and idle by
     /// blocking). Returns whether the socket is readable.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// # publisher.offer(b"hello")?;
+    /// if sub.wait(Duration::from_secs(1))? {
+    ///     sub.poll(&mut |e| println!("{e:?}"), 64)?; // your own duty cycle
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait(&mut self, timeout: Duration) -> Result<bool, Error> {
         if !self.drained {
             // The last poll may have left datagrams queued: readiness is edge-triggered,
@@ -305,33 +403,192 @@ impl Subscriber {
     }
 
     /// Counters of the protocol core.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// # publisher.offer(b"hello")?;
+    /// # nakcast::transport::doc_poll_until(&mut sub, |s| s.stats().messages == 1);
+    /// let stats = sub.stats();
+    /// assert_eq!((stats.messages, stats.message_bytes), (1, 5));
+    /// println!("{} gaps, {} NAKs, {} recovered", stats.gaps, stats.naks_sent, stats.recovered);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stats(&self) -> &ReceiverStats {
         self.core.stats()
     }
 
     /// Repair latency so far: for each fragment recovered after a NAK, the time from
     /// detecting its gap to delivering it in order.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// let latency = sub.repair_latency();
+    /// if let Some(p99) = latency.quantile(0.99) {
+    ///     println!("{} repairs, p99 {p99:?}", latency.count());
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn repair_latency(&self) -> &crate::proto::receiver::RepairLatency {
         self.core.repair_latency()
     }
 
     /// Datagrams dropped by the loss injector.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// let mut opts = SubscriberOptions::new(channel.clone());
+    /// opts.inject_loss = 1.0; // drop every datagram received
+    /// let mut lossy = Subscriber::new(opts)?;
+    /// publisher.offer(b"hello")?;
+    /// # nakcast::transport::doc_poll_until(&mut lossy, |s| s.injected_drops() > 0);
+    /// assert_eq!(lossy.stats().datagrams, 0); // the protocol saw nothing
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn injected_drops(&self) -> u64 {
         self.injected_drops
     }
 
-    /// Datagrams larger than the receive buffer, dropped.
+    /// Datagrams larger than [`max_datagram`](Self::max_datagram), dropped (the payload
+    /// never reaches the protocol).
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// let cfg = SocketConfig { interface: channel.interface.clone(), ..SocketConfig::default() };
+    /// let raw = nakcast::transport::open_sender(channel.endpoint, &cfg)?;
+    /// raw.socket.send(&[0; 4000])?; // larger than `max_datagram` (2048)
+    /// # nakcast::transport::doc_poll_until(&mut sub, |s| s.truncated() > 0);
+    /// assert_eq!(sub.truncated(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn truncated(&self) -> u64 {
         self.truncated
     }
 
     /// Warnings from socket set-up (e.g. buffer sizes clamped by the kernel).
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// for warning in sub.warnings() {
+    ///     eprintln!("{warning}"); // says which sysctl to raise
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn warnings(&self) -> &[SocketWarning] {
         &self.warnings
     }
 
+    /// Socket buffers the kernel granted smaller than requested (each is also in
+    /// [`warnings`](Self::warnings), and was logged when the subscriber was created).
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// let mut opts = SubscriberOptions::new(channel);
+    /// opts.socket.recv_buffer = 1 << 30; // far above a usual net.core.rmem_max
+    /// let sub = Subscriber::new(opts)?;
+    /// if sub.buffer_clamps() > 0 {
+    ///     eprintln!("smaller buffers than requested: {:?}", sub.warnings());
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn buffer_clamps(&self) -> u64 {
+        self.buffer_clamps
+    }
+
+    /// The size of each receive buffer: [`SubscriberOptions::max_datagram`] after clamping.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// let mut opts = SubscriberOptions::new(channel);
+    /// opts.max_datagram = 9000; // publishers with a jumbo-frame mtu
+    /// assert_eq!(Subscriber::new(opts.clone())?.max_datagram(), 9000);
+    /// opts.max_datagram = 100; // too small for the default mtu: raised
+    /// assert_eq!(Subscriber::new(opts)?.max_datagram(), nakcast::transport::MIN_DATAGRAM);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_datagram(&self) -> usize {
+        self.recv.datagram_capacity()
+    }
+
     /// The protocol core, for inspection.
+    ///
+    /// ```
+    /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
+    /// # use std::time::{Duration, Instant};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// # let mut sub = Subscriber::new(SubscriberOptions::new(channel.clone()))?;
+    /// # let mut publisher = Publisher::new(PublisherOptions::new(channel.clone()))?;
+    /// # publisher.offer(b"hello")?;
+    /// # nakcast::transport::doc_poll_until(&mut sub, |s| s.stats().messages == 1);
+    /// assert_eq!(sub.core().source_count(), 1); // publishers tracked
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn core(&self) -> &Receiver {
         &self.core
+    }
+}
+
+/// The warnings of every socket a subscriber opened (the data socket's and the control
+/// socket's), each logged once.
+fn setup_warnings<const N: usize>(per_socket: [Vec<SocketWarning>; N]) -> Vec<SocketWarning> {
+    let warnings: Vec<SocketWarning> = per_socket.into_iter().flatten().collect();
+    for w in &warnings {
+        log_warning(w);
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_of_both_sockets_are_kept_and_clamps_counted() {
+        let clamp = |requested, sysctl| SocketWarning::BufferClamp {
+            requested,
+            granted: 1024,
+            sysctl,
+        };
+        let data = vec![clamp(4 << 20, "net.core.rmem_max")];
+        let control = vec![clamp(256 << 10, "net.core.wmem_max")];
+        let all = setup_warnings([data.clone(), control.clone()]);
+        assert_eq!(all, [data[0].clone(), control[0].clone()]);
+        assert_eq!(socket::buffer_clamps(&all), 2);
+    }
+
+    #[test]
+    fn receive_buffers_follow_max_datagram_within_bounds() {
+        assert_eq!(datagram_slot(default_max_datagram()), 2048);
+        assert_eq!(datagram_slot(9000), 9000);
+        assert_eq!(datagram_slot(0), MIN_DATAGRAM);
+        assert_eq!(datagram_slot(usize::MAX), MAX_DATAGRAM);
+        assert_eq!(
+            MIN_DATAGRAM,
+            crate::proto::publisher::PublisherConfig::default().mtu,
+            "room for the default mtu"
+        );
     }
 }
