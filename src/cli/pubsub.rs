@@ -699,10 +699,15 @@ pub fn run_sub(a: SubArgs) -> Result<(), CliError> {
                     }
                 }
             }
-            Event::Loss { range, reason, .. } => {
+            Event::Loss {
+                range,
+                reason,
+                session,
+                ..
+            } => {
                 lost += range.len();
                 if !a.json {
-                    eprintln!("\nsub: lost {range} ({reason:?})");
+                    eprintln!("\nsub: lost {range} ({reason:?}) session {session:016x}");
                 }
             }
             Event::Restarted {

@@ -292,7 +292,8 @@ class Lab:
 SUMMARY = re.compile(
     r"sub: delivered (\d+) in [\d.]+ s = \d+ msg/s; lost (\d+), recovered (\d+), NAKs (\d+), "
     r"sessions (\d+)(?:; verify: corrupt (\d+), duplicates (\d+), out of order (\d+))?")
-LOSS = re.compile(r"sub: lost \[(\d+), (\d+)\) \((\w+)\)")
+LOSS = re.compile(r"sub: lost \[(\d+), (\d+)\) \((\w+)\)(?: session ([0-9a-f]{16}))?")
+RESTARTED = re.compile(r"sub: publisher \S+ restarted: new session ([0-9a-f]{16})")
 REPAIR = re.compile(r"; repair p50 ([\d.]+) µs, p99 ([\d.]+) µs")
 PRINTED = re.compile(r"#(\d+) index (\d+) \(")
 
@@ -307,6 +308,8 @@ class SubResult:
     # detail mode only:
     indices: list[tuple[float, int, int]] = field(default_factory=list)  # (t, seq, index)
     losses: list[tuple[float, int, int, str]] = field(default_factory=list)  # (t, a, b, why)
+    loss_sessions: list[str | None] = field(default_factory=list)  # the session of each loss
+    new_sessions: list[str] = field(default_factory=list)  # from "restarted" lines
     unparsed: int = 0
 
     def parse(self) -> None:
@@ -323,6 +326,10 @@ class SubResult:
             m = LOSS.search(line)
             if m:
                 self.losses.append((t, int(m.group(1)), int(m.group(2)), m.group(3)))
+                self.loss_sessions.append(m.group(4))
+            m = RESTARTED.search(line)
+            if m:
+                self.new_sessions.append(m.group(1))
             m = SUMMARY.search(line)
             if m:
                 g = [int(x) if x is not None else 0 for x in m.groups()]
@@ -662,10 +669,19 @@ def s4(lab: Lab, nk: Nakcast, sc: Scenario) -> None:
                       if s.indices[k][2] < s.indices[k - 1][2]), len(s.indices))
         old = s.indices[:split]
         new = s.indices[split:]
-        old_loss = [(a, b, why) for t, a, b, why in s.losses
-                    if why == "PublisherRestarted" or t < t_restart]
-        new_loss = [(a, b, why) for t, a, b, why in s.losses
-                    if not (why == "PublisherRestarted" or t < t_restart)]
+        # A loss belongs to the new session if it names it; lines without a session (an
+        # older binary) are split by time, which races with losses reported at the restart.
+        new_sess = s.new_sessions[-1] if s.new_sessions else None
+
+        def is_old(k: int) -> bool:
+            t, _, _, why = s.losses[k]
+            sess = s.loss_sessions[k] if k < len(s.loss_sessions) else None
+            if sess is not None and new_sess is not None:
+                return sess != new_sess
+            return why == "PublisherRestarted" or t < t_restart
+
+        old_loss = [(a, b, why) for k, (_, a, b, why) in enumerate(s.losses) if is_old(k)]
+        new_loss = [(a, b, why) for k, (_, a, b, why) in enumerate(s.losses) if not is_old(k)]
         inactive = [x for x in s.losses if x[3] == "PublisherInactive"]
         sc.check(not inactive, f"{s.name}: no PublisherInactive loss (restart detected by "
                  f"session change, not timeout)")
