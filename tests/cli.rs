@@ -138,8 +138,17 @@ fn pub_and_two_verifying_subscribers() {
     std::thread::sleep(Duration::from_millis(300));
     let mut pub_args = vec!["pub"];
     pub_args.extend(common);
+    // A 1 MiB ring (--ring-bytes) still retains all 5000 messages.
     pub_args.extend([
-        "--count", "5000", "--rate", "25000", "--linger", "1", "--json",
+        "--count",
+        "5000",
+        "--rate",
+        "25000",
+        "--linger",
+        "1",
+        "--ring-bytes",
+        "1048576",
+        "--json",
     ]);
     let p = run(&pub_args, Duration::from_secs(20));
     assert!(p.status.success(), "pub: {}", describe(&p));

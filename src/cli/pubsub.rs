@@ -92,6 +92,12 @@ pub struct PubArgs {
     /// session) rather than as a new publisher.
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     source_port: u16,
+    /// Bytes of the retransmit ring (how much sent data NAKs can still recover; default
+    /// 16 MiB, about 134 ms at 1 Gbit/s). A ring that fits the CPU cache (e.g. 2097152)
+    /// makes large messages cheaper to publish, at the cost of retention: see
+    /// docs/PERFORMANCE.md (tuning).
+    #[arg(long, value_name = "BYTES", conflicts_with_all = ["raw"])]
+    ring_bytes: Option<usize>,
     /// Plain UDP, no protocol: one datagram per message, sent in `sendmmsg` batches (the
     /// baseline for throughput; receive with `sub --raw`).
     #[arg(long, conflicts_with_all = ["stdin"])]
@@ -163,6 +169,9 @@ pub fn run_pub(a: PubArgs) -> Result<(), CliError> {
     let mut opts = PublisherOptions::new(a.channel.channel());
     opts.socket.source_port = a.source_port;
     opts.protocol.auth = a.auth.config()?;
+    if let Some(b) = a.ring_bytes {
+        opts.protocol.ring_bytes = b;
+    }
     let mut publisher = Publisher::new(opts)?;
     let mut status = StatusLine::new(!a.json);
     let start = Instant::now();
