@@ -488,6 +488,19 @@ impl RecvBatch {
 // Send
 // ---------------------------------------------------------------------------
 
+/// After a send system call failed having sent `sent` datagrams before it: `None` to retry
+/// (interrupted), or what the caller returns: `Ok(sent)` when the kernel pushes back or
+/// something was already sent, the error otherwise.
+fn send_failure(sent: usize) -> Option<io::Result<usize>> {
+    let e = io::Error::last_os_error();
+    match e.kind() {
+        io::ErrorKind::Interrupted => None,
+        io::ErrorKind::WouldBlock => Some(Ok(sent)),
+        _ if sent > 0 => Some(Ok(sent)),
+        _ => Some(Err(e)),
+    }
+}
+
 /// Most datagrams [`send_slices`] sends per system call.
 pub const MAX_GATHER: usize = 32;
 
@@ -531,12 +544,9 @@ pub fn send_slices<S: AsFd>(socket: &S, frames: &[&[u8]]) -> io::Result<usize> {
                 )
             };
             if r < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => return Ok(sent),
-                    _ if sent > 0 => return Ok(sent),
-                    _ => return Err(e),
+                match send_failure(sent) {
+                    None => continue,
+                    Some(result) => return result,
                 }
             }
             sent += r as usize;
@@ -546,15 +556,14 @@ pub fn send_slices<S: AsFd>(socket: &S, frames: &[&[u8]]) -> io::Result<usize> {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
         let mut sent = 0;
-        for f in frames {
+        while sent < frames.len() {
+            let f = frames[sent];
             // SAFETY: `f` is a live slice of `f.len()` bytes for the call.
             let r = unsafe { libc::send(fd, f.as_ptr().cast(), f.len(), libc::MSG_DONTWAIT) };
             if r < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => return Ok(sent),
-                    _ if sent > 0 => return Ok(sent),
-                    _ => return Err(e),
+                match send_failure(sent) {
+                    None => continue,
+                    Some(result) => return result,
                 }
             }
             sent += 1;
@@ -862,12 +871,9 @@ impl SendBatch {
             // kernel only reads the payloads and writes `msg_len`.
             let r = unsafe { libc::sendmmsg(fd, hdr_ptr, (t0 - h0) as _, libc::MSG_DONTWAIT as _) };
             if r < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => return Ok(sent),
-                    _ if sent > 0 => return Ok(sent),
-                    _ => return Err(e),
+                match send_failure(sent) {
+                    None => continue,
+                    Some(result) => return result,
                 }
             }
             let r = r as usize;
@@ -906,12 +912,9 @@ impl SendBatch {
                 )
             };
             if r < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => return Ok(sent),
-                    _ if sent > 0 => return Ok(sent),
-                    _ => return Err(e),
+                match send_failure(sent) {
+                    None => continue,
+                    Some(result) => return result,
                 }
             }
             sent += 1;
