@@ -911,3 +911,30 @@ fn ipv6_multicast_on_lo_end_to_end() {
     }
     println!("IPv6 multicast on lo: {ran} of 2 groups ran");
 }
+
+/// Dropping every handle of a spawned publisher without `close` ends its background
+/// thread and frees the publisher (the thread used to hold it alive and spin forever): its
+/// source address can be bound again.
+#[test]
+fn dropping_a_shared_publisher_ends_its_thread() {
+    let shared = Publisher::new(PublisherOptions::new(support::loopback_channel(120)))
+        .unwrap()
+        .spawn(nakcast::IdleStrategy::DEFAULT_BACKOFF);
+    shared.offer(b"x").unwrap();
+    let addr = shared.with(|p| p.local_addr());
+    assert!(
+        UdpSocket::bind(addr).is_err(),
+        "in use while the publisher lives"
+    );
+    let other = shared.clone();
+    drop(shared);
+    drop(other);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while UdpSocket::bind(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the publisher outlived its handles"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

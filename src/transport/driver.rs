@@ -239,6 +239,9 @@ pub struct SharedPublisher {
 impl Publisher {
     /// Serve NAKs and heartbeats on a background thread (polling with `idle` between empty
     /// duty cycles; `Backoff` is the sensible choice, as every poll takes the lock).
+    /// [`SharedPublisher::close`] ends it cleanly; dropping every handle without closing
+    /// also ends it (within one idle period), but sends no CLOSE: receivers then report
+    /// the publisher inactive after their `inactivity_timeout`.
     ///
     /// ```
     /// # use nakcast::{IdleStrategy, OfferError, Publisher, PublisherOptions};
@@ -253,13 +256,17 @@ impl Publisher {
     pub fn spawn(self, idle: IdleStrategy) -> SharedPublisher {
         let inner = Arc::new(Mutex::new(self));
         let stop = Arc::new(AtomicBool::new(false));
-        let (p, flag) = (inner.clone(), stop.clone());
+        // A weak reference: once every handle is dropped, the publisher goes with them and
+        // the thread ends instead of serving a publisher nobody can reach.
+        let (p, flag) = (Arc::downgrade(&inner), stop.clone());
         let thread = std::thread::Builder::new()
             .name("nakcast-pub".into())
             .spawn(move || {
                 let mut idler = Idler::default();
                 while !flag.load(Ordering::Acquire) {
+                    let Some(p) = p.upgrade() else { break };
                     let work = lock(&p).poll().unwrap_or(0);
+                    drop(p);
                     let idle = if idle == IdleStrategy::Block {
                         IdleStrategy::DEFAULT_BACKOFF
                     } else {
