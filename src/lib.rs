@@ -33,6 +33,11 @@ pub use transport::{
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+/// docs/GUIDE.md's examples, compiled as doctests (run where they need no other host).
+#[doc = include_str!("../docs/GUIDE.md")]
+#[cfg(doctest)]
+pub struct GuideDoctests;
+
 /// docs/SECURITY.md's configuration example, compiled as a doctest.
 #[doc = include_str!("../docs/SECURITY.md")]
 #[cfg(doctest)]
