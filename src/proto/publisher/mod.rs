@@ -108,8 +108,9 @@ pub struct PublisherStats {
     /// [`Publisher::control_allowance`]). Those the kernel drops because the I/O layer
     /// left them in the socket are not seen and not counted here.
     pub control_shed: u64,
-    /// NAKs that found the repair queue full: only their unavailable part was served
-    /// (receivers retry the rest after their back-off). A flood shows up here.
+    /// NAKs that found the repair backlog full (the queue full, or holding more than the
+    /// retransmit cap sends within one `repair_linger`): only their unavailable part was
+    /// served, and receivers retry the rest after their back-off. A flood shows up here.
     pub naks_shed: u64,
     /// UNAVAILABLE frames sent.
     pub unavailable_sent: u64,
