@@ -285,7 +285,15 @@ impl Source {
                 return;
             }
             Phase::Awaiting => {
-                if ctx.cfg.join == JoinPolicy::FirstSeen && !frame.is_retransmit() {
+                let young = u64::from(frame.session_offset()) < self.window.capacity();
+                let join = match ctx.cfg.join {
+                    JoinPolicy::FirstSeen => true,
+                    // The oldest retained of a session younger than the reorder window is
+                    // its start: no need to wait for a heartbeat (up to `heartbeat_max` into
+                    // a continuous stream) and then repair everything seen meanwhile.
+                    JoinPolicy::FromOldest => young,
+                };
+                if join && !frame.is_retransmit() {
                     // A session younger than the reorder window is joined at its start, so
                     // a receiver that was listening loses nothing to a dropped first frame.
                     let start = self.young_session_start(frame.first_seq, frame.session_offset());

@@ -288,12 +288,15 @@ fn fragments_are_reassembled_and_a_partly_lost_message_is_not_delivered() {
 
 #[test]
 fn from_oldest_join_waits_for_a_heartbeat_and_recovers_the_backlog() {
+    // A reorder window of 16 (the smallest): the session (21 messages) is no longer young
+    // when the receiver first hears it, so only a heartbeat tells it the oldest retained.
     let rcfg = ReceiverConfig {
         join: JoinPolicy::FromOldest,
+        reorder_window: 16,
         ..ReceiverConfig::default()
     };
     let mut h = Harness::new(rcfg);
-    for i in 0..5u8 {
+    for i in 0..20u8 {
         h.publish(&[i]);
     }
     let late = h.publish(b"late");
@@ -304,6 +307,39 @@ fn from_oldest_join_waits_for_a_heartbeat_and_recovers_the_backlog() {
         h.deliver(&f);
     }
     assert_eq!(h.take(), [Ev::Joined(0)]);
+    let mut ev = Vec::new();
+    for _ in 0..10 {
+        h.advance(ms(1));
+        h.naks();
+        for f in h.frames() {
+            h.deliver(&f);
+        }
+        ev.extend(h.take());
+        if ev.len() == 21 {
+            break;
+        }
+    }
+    assert_eq!(ev.len(), 21, "{ev:?}");
+    assert_eq!(ev[0], Ev::Msg(0, vec![0]));
+    assert_eq!(ev[20], Ev::Msg(20, b"late".to_vec()));
+}
+
+/// A session younger than the reorder window is joined at its start at the first frame
+/// heard, by `FromOldest` as by `FirstSeen`: its oldest retained is its start, so there is
+/// no heartbeat to wait for (up to `heartbeat_max` into a continuous stream).
+#[test]
+fn from_oldest_joins_a_young_session_at_its_start_at_once() {
+    let rcfg = ReceiverConfig {
+        join: JoinPolicy::FromOldest,
+        ..ReceiverConfig::default()
+    };
+    let mut h = Harness::new(rcfg);
+    for i in 0..5u8 {
+        h.publish(&[i]);
+    }
+    let late = h.publish(b"late");
+    h.deliver(&late[0]);
+    assert_eq!(h.take(), [Ev::Joined(0)], "joined at the session's start");
     h.advance(ms(1));
     assert_eq!(h.naks(), 1);
     for f in h.frames() {
@@ -311,6 +347,7 @@ fn from_oldest_join_waits_for_a_heartbeat_and_recovers_the_backlog() {
     }
     let ev = h.take();
     assert_eq!(ev.len(), 6);
+    assert_eq!(ev[0], Ev::Msg(0, vec![0]));
     assert_eq!(ev[5], Ev::Msg(5, b"late".to_vec()));
 }
 
