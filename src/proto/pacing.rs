@@ -53,9 +53,19 @@ impl TokenBucket {
 
     /// Whole bytes available at `now` (after refill), without taking any.
     pub fn available(&self, now: Instant) -> u64 {
+        self.available_up_to(now, u64::MAX)
+    }
+
+    /// `available(now).min(max)`, without a division when at least `max` are available
+    /// (the common case on a per-poll path).
+    pub fn available_up_to(&self, now: Instant, max: u64) -> u64 {
         let dt = now.saturating_duration_since(self.last).as_nanos();
         let have = (self.tokens_nb + dt * u128::from(self.rate)).min(self.burst_nb);
-        (have / NANO) as u64
+        if have >= u128::from(max) * NANO {
+            max
+        } else {
+            (have / NANO) as u64
+        }
     }
 
     /// Bytes refilled over `d` (ignoring the burst cap).
@@ -106,5 +116,19 @@ mod tests {
         }
         assert!(sent <= 1_000_000 + 10_000, "{sent}");
         assert!(sent >= 990_000, "{sent}");
+    }
+
+    #[test]
+    fn available_up_to_caps_without_changing_the_count() {
+        let t0 = Instant::now();
+        let b = TokenBucket::new(1000, 100, t0);
+        assert_eq!(b.available(t0), 100);
+        assert_eq!(b.available_up_to(t0, 64), 64);
+        assert_eq!(b.available_up_to(t0, 100), 100);
+        assert_eq!(b.available_up_to(t0, 1000), 100);
+        let mut b = b;
+        assert!(b.try_take(t0, 95));
+        assert_eq!(b.available_up_to(t0, 64), 5);
+        assert_eq!(b.available_up_to(t0 + Duration::from_millis(10), 64), 15);
     }
 }

@@ -286,7 +286,7 @@ impl Publisher {
         // flood) cannot keep this call from returning; and per second, so that a flood
         // costs this thread a bounded share of its time. What is left unread stays in the
         // socket, and the kernel drops what overflows it.
-        let allowance = self.core.control_allowance(now).min(MAX_RECEIVED_PER_POLL);
+        let allowance = self.core.control_allowance(now, MAX_RECEIVED_PER_POLL);
         while work < allowance {
             let socket = self.replies.as_ref().unwrap_or(&self.data);
             match self.recv.recv_at_most(socket, allowance - work) {

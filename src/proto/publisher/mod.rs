@@ -575,12 +575,13 @@ impl Publisher {
         }
     }
 
-    /// How many datagrams [`handle_datagram`](Self::handle_datagram) will handle at `now`
-    /// (`max_control_rate`, `control_burst`): the I/O layer reads no more than this and
+    /// How many datagrams [`handle_datagram`](Self::handle_datagram) will handle at `now`,
+    /// at most `max` (`max_control_rate`, `control_burst`): the I/O layer reads no more than this and
     /// leaves the rest to the kernel, so a flood costs the publishing thread a bounded
     /// share of its time however fast it arrives.
-    pub fn control_allowance(&self, now: Instant) -> usize {
-        usize::try_from(self.control_bucket.available(now)).unwrap_or(usize::MAX)
+    pub fn control_allowance(&self, now: Instant, max: usize) -> usize {
+        let max = u64::try_from(max).unwrap_or(u64::MAX);
+        usize::try_from(self.control_bucket.available_up_to(now, max)).unwrap_or(usize::MAX)
     }
 
     /// Process one datagram received on the publisher's socket from `from`.

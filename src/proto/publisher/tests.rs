@@ -864,19 +864,20 @@ fn control_datagrams_beyond_the_rate_are_shed_unread() {
     p.offer(now, b"x").unwrap();
     drain(&mut p, now);
     let request = nak(&p, &[SeqRange::new(0, 1)]);
-    assert_eq!(p.control_allowance(now), 10);
+    assert_eq!(p.control_allowance(now, 64), 10);
+    assert_eq!(p.control_allowance(now, 3), 3, "at most what is asked");
     for _ in 0..100 {
         p.handle_datagram(now, peer(), &request);
     }
     assert_eq!(p.stats().naks_received, 10);
     assert_eq!(p.stats().control_shed, 90);
-    assert_eq!(p.control_allowance(now), 0);
+    assert_eq!(p.control_allowance(now, 64), 0);
     // Garbage counts against the same allowance, and is shed undecoded past it.
     p.handle_datagram(now, peer(), b"garbage");
     assert_eq!((p.stats().decode_errors, p.stats().control_shed), (0, 91));
     // 1000/s refills one per millisecond, up to the burst.
-    assert_eq!(p.control_allowance(now + Duration::from_millis(4)), 4);
-    assert_eq!(p.control_allowance(now + Duration::from_secs(5)), 10);
+    assert_eq!(p.control_allowance(now + Duration::from_millis(4), 64), 4);
+    assert_eq!(p.control_allowance(now + Duration::from_secs(5), 64), 10);
     p.handle_datagram(now + Duration::from_millis(4), peer(), b"garbage");
     assert_eq!(p.stats().decode_errors, 1);
 }
