@@ -8,6 +8,9 @@
 //! address. Every forged datagram must be counted and dropped, and every genuine message
 //! delivered intact. Group 239.255.172.x, free ports; bounded in time.
 
+mod support;
+use support::free_port;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -20,14 +23,6 @@ use nakcast::{
 };
 
 const KEY: [u8; 32] = *b"nakcast end-to-end test key 0001";
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn loopback() -> SocketConfig {
     SocketConfig {

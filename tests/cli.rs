@@ -1,6 +1,9 @@
 //! The `nakcast` binary end to end over loopback multicast: small counts, bounded time, free
 //! ports, and child processes killed even when a test fails.
 
+mod support;
+use support::free_port;
+
 use std::net::UdpSocket;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
@@ -15,14 +18,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A group unique to this test and a free port.

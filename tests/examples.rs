@@ -6,8 +6,10 @@
 //! with the same profile. Every test uses its own multicast group and a free port, and
 //! every process is killed if it outlives its deadline.
 
+mod support;
+use support::free_port;
+
 use std::io::{BufRead, BufReader};
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -46,14 +48,6 @@ fn example(name: &str) -> PathBuf {
     let path = target_dir.join("examples").join(name);
     assert!(path.exists(), "{} was not built", path.display());
     path
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A running example whose stdout lines arrive on a channel.

@@ -824,20 +824,16 @@ fn kernel_clamped_buffers_are_counted() {
     );
 }
 
-fn free_port_v6() -> u16 {
-    UdpSocket::bind("[::1]:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Item of issue 4: IPv6 end to end over unicast `[::1]` (no multicast route needed).
 #[test]
 fn ipv6_unicast_end_to_end() {
-    let ch = Channel::new(format!("[::1]:{}", free_port_v6()).parse().unwrap())
-        .with_interface(Interface::Addr(Ipv6Addr::LOCALHOST.into()))
-        .with_stream(7);
+    let ch = Channel::new(
+        format!("[::1]:{}", support::free_port_v6())
+            .parse()
+            .unwrap(),
+    )
+    .with_interface(Interface::Addr(Ipv6Addr::LOCALHOST.into()))
+    .with_stream(7);
     let mut pubs = vec![publisher(&ch, |_| {})];
     let mut subs: Vec<_> = (0..2)
         .map(|_| {
@@ -883,7 +879,7 @@ fn refused_ipv6_multicast(e: &Error) -> bool {
 fn ipv6_multicast_on_lo_end_to_end() {
     let mut ran = 0;
     for first in [0xff12, 0xff02] {
-        let port = free_port_v6();
+        let port = support::free_port_v6();
         let group = Ipv6Addr::new(first, 0, 0, 0, 0, 0, 0x6e61, port);
         let ch = Channel::new(SocketAddrV6::new(group, port, 0, 0).into())
             .with_interface(Interface::Name("lo".into()))

@@ -6,8 +6,10 @@
 //! loop is bounded by a deadline.
 #![cfg(unix)]
 
+mod support;
+
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use nakcast::transport::{
@@ -29,27 +31,11 @@ fn rand16() -> u16 {
     (x ^ (x >> 16)) as u16
 }
 
-fn free_port_v4() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_port_v6() -> u16 {
-    UdpSocket::bind("[::1]:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A group in 239.255.0.0/16 unlikely to collide with a concurrent test.
 fn group_v4() -> SocketAddr {
     let r: u16 = rand16();
     let ip = Ipv4Addr::new(239, 255, (r >> 8) as u8, (r as u8).max(1));
-    SocketAddr::V4(SocketAddrV4::new(ip, free_port_v4()))
+    SocketAddr::V4(SocketAddrV4::new(ip, support::free_port()))
 }
 
 fn lo_cfg() -> SocketConfig {
@@ -402,7 +388,7 @@ fn setup_errors_are_typed_and_helpful() {
     assert!(matches!(e, TransportError::InterfaceFamily { .. }), "{e}");
 
     // Binding a unicast socket to a non-local address (no traffic is sent).
-    let addr = SocketAddr::new(bogus, free_port_v4());
+    let addr = SocketAddr::new(bogus, support::free_port());
     let e = open_unicast_receiver(addr, &lo_cfg()).unwrap_err();
     println!("{e}");
     match &e {
@@ -436,7 +422,7 @@ fn v6_loopback_multicast() {
     };
     let r: u16 = rand16();
     let ip = Ipv6Addr::new(0xff12, 0, 0, 0, 0, 0, 0x6e61, r.max(1));
-    let group = SocketAddr::V6(SocketAddrV6::new(ip, free_port_v6(), 0, 0));
+    let group = SocketAddr::V6(SocketAddrV6::new(ip, support::free_port_v6(), 0, 0));
     // The kernel may refuse IPv6 multicast on `lo` (it has no MULTICAST flag
     // and no ff00::/8 route there). Skip only on that specific refusal.
     let skip = |what: &str, e: &TransportError| -> bool {

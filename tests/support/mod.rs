@@ -14,6 +14,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A UDP port free on ::1 right now.
+pub fn free_port_v6() -> u16 {
+    UdpSocket::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A loopback channel (stream 7) on group `239.255.OCTET.x` and a free port: give each test
 /// its own `octet` so that tests running in parallel never share a group.
 pub fn loopback_channel(octet: u8) -> Channel {
