@@ -71,6 +71,9 @@ pub struct BenchConfig {
     pub idle_timeout: Duration,
     /// Frame authentication of the publisher and every subscriber (off by default).
     pub auth: AuthConfig,
+    /// Times the publisher sends each repair datagram
+    /// ([`PublisherConfig::repair_copies`](crate::proto::PublisherConfig::repair_copies)).
+    pub repair_copies: u32,
 }
 
 impl Default for BenchConfig {
@@ -87,6 +90,7 @@ impl Default for BenchConfig {
             group: None,
             idle_timeout: Duration::from_secs(5),
             auth: AuthConfig::default(),
+            repair_copies: 2,
         }
     }
 }
@@ -115,6 +119,12 @@ impl BenchConfig {
         }
         if !(1..=65_536).contains(&self.burst) {
             return bad(format!("burst {} is not in 1..=65536", self.burst));
+        }
+        if !(1..=4).contains(&self.repair_copies) {
+            return bad(format!(
+                "repair_copies {} is not in 1..=4",
+                self.repair_copies
+            ));
         }
         if let Some(g) = self.group
             && !g.is_multicast()
@@ -226,6 +236,8 @@ pub struct BenchReport {
     pub naks_received: u64,
     /// Repairs sent (`PublisherStats::retransmits`).
     pub retransmitted: u64,
+    /// Extra copies of repairs sent (`PublisherStats::repair_copies`).
+    pub repair_copies_sent: u64,
     /// UNAVAILABLE frames sent.
     pub unavailable: u64,
     /// Original DATA frames sent.
@@ -353,6 +365,7 @@ pub fn run_with_progress(
     }
     let mut pub_opts = PublisherOptions::new(ch.clone());
     pub_opts.protocol.auth = cfg.auth.clone();
+    pub_opts.protocol.repair_copies = cfg.repair_copies;
     let publisher = Publisher::new(pub_opts).map_err(|e| setup_hint(&e))?;
 
     let shared = Arc::new(Shared {
@@ -694,6 +707,7 @@ fn report(cfg: &BenchConfig, group: SocketAddr, p: &PubResult, s: SubResult) -> 
         repair_samples: s.repairs.count(),
         naks_received: p.stats.naks_received,
         retransmitted: p.stats.retransmits,
+        repair_copies_sent: p.stats.repair_copies,
         unavailable: p.stats.unavailable_sent,
         data_frames: p.stats.data_frames,
         send_errors: p.send_errors,
@@ -734,6 +748,14 @@ mod tests {
             },
             BenchConfig {
                 burst: 0,
+                ..BenchConfig::default()
+            },
+            BenchConfig {
+                repair_copies: 0,
+                ..BenchConfig::default()
+            },
+            BenchConfig {
+                repair_copies: 5,
                 ..BenchConfig::default()
             },
             BenchConfig {

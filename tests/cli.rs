@@ -150,7 +150,12 @@ fn pub_and_two_verifying_subscribers() {
     let pj = last_json(&p);
     assert_eq!(u(&pj, "sent"), 5000, "{pj}");
     assert_eq!(u(&pj, "bytes"), 5000 * 64, "{pj}");
-    for k in ["naks_received", "retransmitted", "unavailable"] {
+    for k in [
+        "naks_received",
+        "retransmitted",
+        "repair_copies_sent",
+        "unavailable",
+    ] {
         u(&pj, k);
     }
     assert!(
@@ -277,6 +282,7 @@ fn bench_recovers_injected_loss() {
         "repair_samples",
         "naks_received",
         "retransmitted",
+        "repair_copies_sent",
         "unavailable",
         "data_frames",
         "send_errors",

@@ -1,9 +1,11 @@
 //! Repair latency under 5% loss, measured in the deterministic simulator (no scheduler
 //! noise): one receiver, every datagram to it (data and repairs alike) dropped with
-//! p = 0.05, a 10 µs round trip. Compares the defaults with the timing used before repeated
-//! NAKs were flagged (`repeat_linger` = `repair_linger` = 200 µs, `nak_retry_min` 250 µs),
-//! and checks the bound of issue 8 (p99 ≤ 2 × RTT + `nak_backoff`) for the repairs that
-//! take one round, which is all a lost repair lets any NAK protocol promise.
+//! p = 0.05, a 10 µs round trip. Compares the defaults (two copies of every repair, repeated
+//! NAKs flagged) with one copy per repair, and with the timing used before repeated NAKs
+//! were flagged (`repeat_linger` = `repair_linger` = 200 µs, `nak_retry_min` 250 µs), and
+//! checks the bound of issue 8: p99 ≤ 2 × RTT + `nak_backoff`. With one copy, the 5% of
+//! repairs that are lost need a second round, which no NAK protocol fits in that bound;
+//! with two, 0.25% do.
 //!
 //! `cargo test --release --test sim_repair_latency -- --nocapture` prints the figures.
 
@@ -83,10 +85,15 @@ fn repeated_naks_cut_the_repair_latency_tail() {
         ..ReceiverConfig::default()
     };
     let now = run(PublisherConfig::default(), receiver.clone(), 20);
+    let one_copy = PublisherConfig {
+        repair_copies: 1,
+        ..PublisherConfig::default()
+    };
+    let single = run(one_copy.clone(), receiver.clone(), 20);
     let before = run(
         PublisherConfig {
             repeat_linger: Duration::from_micros(200),
-            ..PublisherConfig::default()
+            ..one_copy
         },
         ReceiverConfig {
             nak_retry_min: Duration::from_micros(250),
@@ -95,20 +102,26 @@ fn repeated_naks_cut_the_repair_latency_tail() {
         20,
     );
     let bound = 2 * Duration::from_micros(10) + receiver.nak_backoff;
-    for (name, r) in [("defaults", &now), ("before (200/250 µs)", &before)] {
+    for (name, r) in [
+        ("defaults (2 copies)", &now),
+        ("1 copy", &single),
+        ("1 copy, before (200/250 µs)", &before),
+    ] {
         println!(
             "{name}: repair p50 {:?} p90 {:?} p99 {:?} max {:?} ({} quantile samples, {} repeated NAKs); bound 2 x RTT + nak_backoff = {bound:?}",
             r.p50, r.p90, r.p99, r.max, r.repaired, r.repeats
         );
     }
-    // One round (the ~95% whose first repair arrives) stays within the bound.
-    assert!(now.p90 <= bound, "p90 {:?} > {bound:?}", now.p90);
-    // A lost repair now costs about one retry interval, not the 200 µs linger.
-    assert!(now.repeats > 0);
+    // With copies, the p99 is a first round and within the bound.
+    assert!(now.p99 <= bound, "p99 {:?} > {bound:?}", now.p99);
+    // With one copy, the one round (the ~95% whose first repair arrives) stays within it.
+    assert!(single.p90 <= bound, "p90 {:?} > {bound:?}", single.p90);
+    // A lost repair costs about one retry interval, not the 200 µs linger.
+    assert!(single.repeats > 0 && now.repeats < single.repeats);
     assert!(
-        now.p99 * 2 < before.p99,
+        single.p99 * 2 < before.p99,
         "{:?} vs {:?}",
-        now.p99,
+        single.p99,
         before.p99
     );
 }

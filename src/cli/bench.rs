@@ -20,7 +20,7 @@ use super::{CliError, StatusLine, parse_rate, print_json};
     nakcast bench --json | tail -1 | jq .p99_us\n\n\
     JSON (--json, last line of stdout): subscribers, count, size, delivered, elapsed_s, msgs_per_s,\n\
     mb_per_s, p50_us, p90_us, p99_us, p999_us, max_us, mean_us, injected_drops, recovered, lost,\n\
-    reported_lost, naks_sent, naks_received, retransmitted, unavailable, ...\n\
+    reported_lost, naks_sent, naks_received, retransmitted, repair_copies_sent, unavailable, ...\n\
     Exit status: 0 when every subscriber got every message; 1 otherwise; 2 for set-up errors.")]
 pub struct BenchArgs {
     /// Subscribers (each with its own socket, all polled by one thread).
@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// Give up when no subscriber made progress for this long.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = super::parse_secs)]
     idle_timeout: Duration,
+    /// Times the publisher sends each repair datagram, 1 to 4 (a second copy keeps a lost
+    /// repair from costing a second NAK round; see docs/PROTOCOL.md).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4))]
+    repair_copies: u32,
     /// Print one JSON object on the last line of stdout (after the table).
     #[arg(long)]
     json: bool,
@@ -90,6 +94,7 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
         group: a.group,
         idle_timeout: a.idle_timeout,
         auth: a.auth.config()?,
+        repair_copies: a.repair_copies,
     };
 
     // Progress on stderr for runs longer than a second.

@@ -63,7 +63,7 @@ pub fn check_payload(buf: &[u8]) -> Option<u64> {
     # throughput vs the bare socket: run each with `sub --idle spin` (and --raw for the second)\n  \
     nakcast pub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 5000000 --size 32\n  \
     nakcast pub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 1000000 --size 1024 --raw\n\n\
-    JSON (--json, last line of stdout): sent, bytes, naks_received, retransmitted, unavailable,\n\
+    JSON (--json, last line of stdout): sent, bytes, naks_received, retransmitted, repair_copies_sent, unavailable,\n\
     elapsed_s, msgs_per_s, auth_failures (and raw: true with --raw).")]
 pub struct PubArgs {
     #[command(flatten)]
@@ -98,6 +98,10 @@ pub struct PubArgs {
     /// docs/PERFORMANCE.md (tuning).
     #[arg(long, value_name = "BYTES", conflicts_with_all = ["raw"])]
     ring_bytes: Option<usize>,
+    /// Times each repair datagram is sent, 1 to 4 (default 2: a lost repair then rarely
+    /// costs a second NAK round; 1 halves repair bandwidth). See docs/PROTOCOL.md.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4), conflicts_with_all = ["raw"])]
+    repair_copies: Option<u32>,
     /// Plain UDP, no protocol: one datagram per message, sent in `sendmmsg` batches (the
     /// baseline for throughput; receive with `sub --raw`).
     #[arg(long, conflicts_with_all = ["stdin"])]
@@ -172,6 +176,9 @@ pub fn run_pub(a: PubArgs) -> Result<(), CliError> {
     if let Some(b) = a.ring_bytes {
         opts.protocol.ring_bytes = b;
     }
+    if let Some(n) = a.repair_copies {
+        opts.protocol.repair_copies = n;
+    }
     let mut publisher = Publisher::new(opts)?;
     let mut status = StatusLine::new(!a.json);
     let start = Instant::now();
@@ -225,6 +232,7 @@ pub fn run_pub(a: PubArgs) -> Result<(), CliError> {
         "bytes": bytes,
         "naks_received": s.naks_received,
         "retransmitted": s.retransmits,
+        "repair_copies_sent": s.repair_copies,
         "unavailable": s.unavailable_sent,
         "elapsed_s": r3(elapsed),
         "msgs_per_s": r3(msgs_per_s),
@@ -421,6 +429,7 @@ fn run_pub_raw(a: &PubArgs) -> Result<(), CliError> {
             "bytes": bytes,
             "naks_received": 0,
             "retransmitted": 0,
+            "repair_copies_sent": 0,
             "unavailable": 0,
             "elapsed_s": r3(elapsed),
             "msgs_per_s": r3(msgs_per_s),

@@ -372,11 +372,12 @@ impl Sim {
             loop {
                 let p = &mut self.publishers[i];
                 let Some(core) = &mut p.core else { break };
-                let coalesced = core.stats().repairs_coalesced;
+                let before = *core.stats();
                 let Some(t) = core.poll_transmit(now, &mut self.buf) else {
                     break;
                 };
-                let coalesced = core.stats().repairs_coalesced - coalesced;
+                let coalesced = core.stats().repairs_coalesced - before.repairs_coalesced;
+                let copy = core.stats().repair_copies != before.repair_copies;
                 let oldest = core.oldest_retained();
                 p.sessions
                     .last_mut()
@@ -388,6 +389,7 @@ impl Sim {
                 if let Ok(h) = Header::parse(&frame)
                     && h.frame_type == FrameType::Data
                     && h.flags & FLAG_RETRANSMIT != 0
+                    && !copy
                 {
                     // Frames repaired: the datagram's first and those packed after it.
                     self.retransmits[i] += 1 + coalesced;
@@ -534,7 +536,7 @@ impl Sim {
     }
 
     /// Frames publisher `i` repaired, over all its sessions (a repair datagram may carry
-    /// several consecutive frames; each counts).
+    /// several consecutive frames; each counts). Copies (`repair_copies`) do not count.
     pub fn publisher_retransmits(&self, i: usize) -> u64 {
         self.retransmits[i]
     }

@@ -98,7 +98,11 @@ pub struct PublisherStats {
     /// Stored frames packed into the repair datagram of the frame before them (a repair
     /// datagram carries `1 +` the frames coalesced into it).
     pub repairs_coalesced: u64,
-    /// Bytes re-sent as repairs.
+    /// Extra copies of repair datagrams sent (`repair_copies`; not in `retransmits`).
+    pub repair_copies: u64,
+    /// Copies skipped because the retransmit cap had no tokens to spare for them.
+    pub repair_copies_skipped: u64,
+    /// Bytes re-sent as repairs, copies included.
     pub retransmit_bytes: u64,
     /// Repairs not queued because the same frame was repaired within the linger.
     pub repairs_suppressed: u64,
@@ -157,6 +161,17 @@ struct HeartbeatTimer {
     due_now: bool,
 }
 
+/// The repair datagram just sent, to be sent again (`repair_copies`).
+#[derive(Clone, Copy, Debug)]
+struct RepairCopy {
+    /// First sequence number of its first frame.
+    first_seq: u64,
+    /// Ring frames packed into it.
+    frames: usize,
+    /// Copies still to send.
+    left: u32,
+}
+
 /// One unicast destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct UnicastDest {
@@ -186,6 +201,8 @@ pub struct Publisher {
     repairs: VecDeque<(u64, usize)>,
     /// Sum of the lengths in `repairs`.
     queued_repair_bytes: u64,
+    /// A copy of the last repair datagram, due before anything else is repaired.
+    repair_copy: Option<RepairCopy>,
     repair_bucket: TokenBucket,
     /// Datagrams handled per second (units: datagrams, not bytes).
     control_bucket: TokenBucket,
@@ -237,6 +254,7 @@ impl Publisher {
             unsent_frames: 0,
             repairs: VecDeque::with_capacity(cfg.max_queued_repairs),
             queued_repair_bytes: 0,
+            repair_copy: None,
             repair_bucket,
             control_bucket: TokenBucket::new(cfg.max_control_rate, cfg.control_burst, now),
             send_bucket,
@@ -702,7 +720,8 @@ impl Publisher {
     /// Produce the next frame to send into `buf` (at least `mtu` bytes), or `None` when
     /// nothing is due at `now`.
     ///
-    /// Order: UNAVAILABLE notices, repairs (within the retransmit bandwidth cap), new data,
+    /// Order: UNAVAILABLE notices, repairs and their copies (within the retransmit
+    /// bandwidth cap), new data,
     /// then heartbeat or CLOSE. Unicast destinations silent past `destination_timeout` are
     /// dropped first.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
@@ -788,6 +807,11 @@ impl Publisher {
     /// `mtu` (so a burst of small lost frames costs the group a few datagrams, not one
     /// each). Paced by the retransmit cap, byte for byte.
     fn transmit_repair(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some(copy) = self.repair_copy.take()
+            && let Some(t) = self.transmit_repair_copy(now, buf, copy)
+        {
+            return Some(t);
+        }
         let trailer = self.keyring.trailer_len();
         let max_len = self.cfg.mtu.saturating_sub(trailer);
         while let Some(&(seq, queued_len)) = self.repairs.front() {
@@ -814,12 +838,17 @@ impl Publisher {
                     break;
                 }
                 let next = self.ring.frame(j);
+                // Tokens first: appending rewrites the fragment count in `buf`, so a frame
+                // appended and then refused its tokens would leave a truncated datagram.
+                let extra = next.len().saturating_sub(DataFrameWriter::EMPTY_LEN);
+                if self.repair_bucket.available_up_to(now, extra as u64) < extra as u64 {
+                    break;
+                }
                 let Some(new_len) = wire::append_data_fragments(buf, len, next, max_len) else {
                     break;
                 };
-                if !self.repair_bucket.try_take(now, new_len - len) {
-                    break;
-                }
+                let taken = self.repair_bucket.try_take(now, new_len - len);
+                debug_assert!(taken, "tokens checked for the appended bytes");
                 len = new_len;
                 self.repair_sent(j, now);
                 self.stats.repairs_coalesced += 1;
@@ -832,12 +861,65 @@ impl Publisher {
                 .expect("poll_transmit buffers hold mtu bytes");
             self.stats.retransmits += 1;
             self.stats.retransmit_bytes += len as u64;
+            if self.cfg.repair_copies > 1 {
+                self.repair_copy = Some(RepairCopy {
+                    first_seq: seq,
+                    frames: j - i,
+                    left: self.cfg.repair_copies - 1,
+                });
+            }
             return Some(Transmit {
                 destination: Destination::Group,
                 len,
             });
         }
         None
+    }
+
+    /// Send `copy` again, rebuilt from the ring exactly as `transmit_repair` packed it, if
+    /// its frames are still retained and the retransmit cap has the tokens now; otherwise
+    /// it is skipped (a copy never waits: first repairs come first).
+    fn transmit_repair_copy(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        copy: RepairCopy,
+    ) -> Option<Transmit> {
+        let max_len = self.cfg.mtu.saturating_sub(self.keyring.trailer_len());
+        let Some(i) = self.ring.find(copy.first_seq) else {
+            self.stats.repair_copies_skipped += 1;
+            return None;
+        };
+        let first = self.ring.frame(i);
+        let mut len = first.len();
+        buf[..len].copy_from_slice(first);
+        for j in i + 1..(i + copy.frames).min(self.ring.len()) {
+            match wire::append_data_fragments(buf, len, self.ring.frame(j), max_len) {
+                Some(new_len) => len = new_len,
+                None => break,
+            }
+        }
+        wire::set_retransmit(&mut buf[..len]);
+        let len = self
+            .keyring
+            .seal(buf, len)
+            .expect("poll_transmit buffers hold mtu bytes");
+        if !self.repair_bucket.try_take(now, len) {
+            self.stats.repair_copies_skipped += 1;
+            return None;
+        }
+        self.stats.repair_copies += 1;
+        self.stats.retransmit_bytes += len as u64;
+        if copy.left > 1 {
+            self.repair_copy = Some(RepairCopy {
+                left: copy.left - 1,
+                ..copy
+            });
+        }
+        Some(Transmit {
+            destination: Destination::Group,
+            len,
+        })
     }
 
     /// The next repair datagram's length as far as the backlog can tell (its queued bytes
@@ -903,6 +985,7 @@ impl Publisher {
     /// general path.
     pub fn unsent_data(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         let ready = self.repairs.is_empty()
+            && self.repair_copy.is_none()
             && self.pending_unavailable.is_none()
             && self.keyring.trailer_len() == 0;
         let n = if ready { self.unsent_frames } else { 0 };
@@ -989,7 +1072,7 @@ impl Publisher {
         if let Some(e) = self.next_expiry {
             t = t.min(e);
         }
-        if self.unsent_frames > 0 {
+        if self.unsent_frames > 0 || self.repair_copy.is_some() {
             t = t.min(self.now);
         }
         if !self.repairs.is_empty() {

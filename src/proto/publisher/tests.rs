@@ -2,6 +2,15 @@ use super::*;
 use crate::proto::wire::{Frame, FrameType, SeqRange, emit_ranges, emit_status};
 use proptest::prelude::*;
 
+/// The defaults with one copy per repair: these tests count repair datagrams; the copies
+/// have their own tests (`repair_copies_*` in the publisher's).
+fn one_copy() -> PublisherConfig {
+    PublisherConfig {
+        repair_copies: 1,
+        ..PublisherConfig::default()
+    }
+}
+
 fn t0() -> Instant {
     Instant::now()
 }
@@ -41,7 +50,7 @@ fn data(frame: &[u8]) -> crate::proto::wire::DataFrame<'_> {
 #[test]
 fn messages_offered_between_polls_share_a_frame() {
     let now = t0();
-    let mut p = Publisher::new(PublisherConfig::default(), 42, now);
+    let mut p = Publisher::new(one_copy(), 42, now);
     for i in 0..10u8 {
         assert_eq!(p.offer(now, &[i; 20]).unwrap(), u64::from(i));
     }
@@ -63,7 +72,7 @@ fn large_messages_are_fragmented_and_frames_respect_mtu() {
     let now = t0();
     let cfg = PublisherConfig {
         mtu: 200,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut p = Publisher::new(cfg, 1, now);
     let msg: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
@@ -96,7 +105,7 @@ fn offer_pushes_back_instead_of_buffering_without_bound() {
     let now = t0();
     let cfg = PublisherConfig {
         ring_bytes: 64 << 10,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut p = Publisher::new(cfg, 1, now);
     let msg = [7u8; 1000];
@@ -118,7 +127,7 @@ fn send_rate_limit_reports_when_to_retry() {
     let cfg = PublisherConfig {
         send_rate: Some(1000),
         send_burst: 100,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut p = Publisher::new(cfg, 1, now);
     assert!(p.offer(now, &[0; 100]).is_ok());
@@ -134,7 +143,7 @@ fn nak_is_repaired_once_per_linger_and_evicted_data_is_unavailable() {
     let now = t0();
     let cfg = PublisherConfig {
         ring_frames: 16,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut p = Publisher::new(cfg.clone(), 9, now);
     for i in 0..20u8 {
@@ -175,7 +184,7 @@ fn nak_is_repaired_once_per_linger_and_evicted_data_is_unavailable() {
 #[test]
 fn foreign_and_garbled_naks_are_counted_and_ignored() {
     let now = t0();
-    let mut p = Publisher::new(PublisherConfig::default(), 9, now);
+    let mut p = Publisher::new(one_copy(), 9, now);
     p.offer(now, b"a").unwrap();
     drain(&mut p, now);
     let mut buf = [0u8; 256];
@@ -193,7 +202,7 @@ fn nak_flood_cannot_exceed_the_retransmit_cap() {
     let cfg = PublisherConfig {
         retransmit_rate: 1 << 20,
         retransmit_burst: 64 << 10,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut p = Publisher::new(cfg, 3, now);
     for _ in 0..5000 {
@@ -233,7 +242,7 @@ fn one_nak_causes_bounded_retransmission() {
         let cfg = PublisherConfig {
             max_frames_examined_per_nak: examined,
             max_queued_repairs: queued,
-            ..PublisherConfig::default()
+            ..one_copy()
         };
         let mut p = Publisher::new(cfg, 3, now);
         for _ in 0..5000 {
@@ -281,7 +290,7 @@ fn offers_past_the_end_of_the_sequence_space_are_refused() {
     let cfg = PublisherConfig {
         initial_seq: u64::MAX - 3,
         mtu: 200,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut p = Publisher::new(cfg, 1, now);
     assert_eq!(p.offer(now, b"a"), Ok(u64::MAX - 3));
@@ -302,7 +311,7 @@ fn offers_past_the_end_of_the_sequence_space_are_refused() {
 #[test]
 fn heartbeats_back_off_while_idle_and_close_repeats() {
     let now = t0();
-    let mut p = Publisher::new(PublisherConfig::default(), 5, now);
+    let mut p = Publisher::new(one_copy(), 5, now);
     p.offer(now, b"x").unwrap();
     assert_eq!(drain(&mut p, now).len(), 1);
     let mut sent_at = Vec::new();
@@ -360,7 +369,7 @@ fn status_adds_refreshes_expires_and_leaving_removes_a_destination() {
     let now = t0();
     let cfg = PublisherConfig {
         stream: 4,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let timeout = cfg.destination_timeout;
     let mut p = Publisher::new(cfg, 77, now);
@@ -410,7 +419,7 @@ fn static_destinations_never_expire_and_do_not_count_against_the_limit() {
     let now = t0();
     let cfg = PublisherConfig {
         max_destinations: 2,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let timeout = cfg.destination_timeout;
     let mut p = Publisher::new(cfg, 1, now);
@@ -440,7 +449,7 @@ fn destinations_beyond_the_limit_are_refused_until_one_expires() {
     let now = t0();
     let cfg = PublisherConfig {
         max_destinations: 3,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let timeout = cfg.destination_timeout;
     let mut p = Publisher::new(cfg, 1, now);
@@ -460,7 +469,7 @@ fn destinations_beyond_the_limit_are_refused_until_one_expires() {
 #[test]
 fn status_flood_from_random_addresses_stays_bounded_without_allocating() {
     let now = t0();
-    let mut p = Publisher::new(PublisherConfig::default(), 1, now);
+    let mut p = Publisher::new(one_copy(), 1, now);
     let max = p.config().max_destinations;
     let cap = p.destinations.capacity();
     assert!(cap >= max);
@@ -499,7 +508,7 @@ fn status_flood_from_random_addresses_stays_bounded_without_allocating() {
 #[test]
 fn a_new_destination_gets_a_heartbeat_promptly() {
     let now = t0();
-    let mut p = Publisher::new(PublisherConfig::default(), 5, now);
+    let mut p = Publisher::new(one_copy(), 5, now);
     p.offer(now, b"x").unwrap();
     drain(&mut p, now);
     // Idle long enough for the heartbeat interval to reach heartbeat_max.
@@ -532,7 +541,7 @@ fn poll_timeout_does_not_report_a_heartbeat_blocked_by_a_lingering_frame() {
     let now = t0();
     let cfg = PublisherConfig {
         linger: Duration::from_millis(10),
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut p = Publisher::new(cfg, 5, now);
     // Heartbeat due at now + 1 ms, but a frame opened at now + 0.5 ms lingers until 10.5.
@@ -556,7 +565,7 @@ fn poll_timeout_does_not_report_a_heartbeat_blocked_by_a_lingering_frame() {
     // Huge timeouts from a config file are clamped instead of overflowing an Instant.
     let cfg = PublisherConfig {
         destination_timeout: Duration::MAX,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut p = Publisher::new(cfg, 5, now);
     p.handle_datagram(now, addr(1), &status(0, 0, false));
@@ -569,7 +578,7 @@ proptest! {
     fn arbitrary_datagrams_never_panic(dgrams in proptest::collection::vec(
         proptest::collection::vec(any::<u8>(), 0..200), 1..20)) {
         let now = t0();
-        let mut p = Publisher::new(PublisherConfig::default(), 1, now);
+        let mut p = Publisher::new(one_copy(), 1, now);
         for d in &dgrams {
             p.handle_datagram(now, peer(), d);
         }
@@ -581,7 +590,7 @@ proptest! {
     fn arbitrary_naks_stay_bounded(ranges in proptest::collection::vec((any::<u64>(), 1u64..1_000_000), 1..64),
                                    offers in 0usize..300) {
         let now = t0();
-        let mut p = Publisher::new(PublisherConfig { ring_frames: 64, ..PublisherConfig::default() }, 1, now);
+        let mut p = Publisher::new(PublisherConfig { ring_frames: 64, ..one_copy() }, 1, now);
         for _ in 0..offers {
             p.offer(now, &[3; 100]).unwrap();
             drain(&mut p, now);
@@ -596,7 +605,7 @@ proptest! {
 #[test]
 fn close_goes_out_right_after_the_remaining_data() {
     let now = t0();
-    let mut p = Publisher::new(PublisherConfig::default(), 5, now);
+    let mut p = Publisher::new(one_copy(), 5, now);
     p.offer(now, b"last").unwrap();
     p.close(now);
     let out = drain(&mut p, now);
@@ -613,7 +622,7 @@ fn unavailable_never_exceeds_the_wire_span() {
     let cfg = PublisherConfig {
         initial_seq: 1 << 40,
         ring_frames: 8,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut p = Publisher::new(cfg, 5, now);
     for _ in 0..20 {
@@ -641,7 +650,7 @@ fn zero_rates_and_huge_durations_are_sanitized() {
         heartbeat_max: Duration::MAX,
         linger: Duration::MAX,
         mtu: 1,
-        ..PublisherConfig::default()
+        ..one_copy()
     }
     .sanitized();
     assert!(cfg.retransmit_rate > 0 && cfg.send_rate > Some(0));
@@ -656,7 +665,7 @@ fn zero_rates_and_huge_durations_are_sanitized() {
 #[test]
 fn poll_transmit_full_sends_only_full_frames_and_keeps_the_open_one_filling() {
     let now = t0();
-    let mut p = Publisher::new(PublisherConfig::default(), 1, now);
+    let mut p = Publisher::new(one_copy(), 1, now);
     let mut buf = vec![0u8; 2048];
     let mut full = Vec::new();
     for i in 0..100u32 {
@@ -696,7 +705,7 @@ mod auth {
         let cfg = PublisherConfig {
             mtu,
             auth: AuthConfig::with_key(3, SECRET),
-            ..PublisherConfig::default()
+            ..one_copy()
         };
         Publisher::new(cfg, 77, now)
     }
@@ -790,7 +799,7 @@ mod auth {
                 accept: vec![AuthKey::new(3, SECRET)],
                 accept_unauthenticated: false,
             },
-            ..PublisherConfig::default()
+            ..one_copy()
         };
         let mut p = Publisher::new(cfg, 5, now);
         p.offer(now, b"x").unwrap();
@@ -820,7 +829,7 @@ mod auth {
         let cfg = PublisherConfig {
             mtu: 1,
             auth: AuthConfig::with_key(1, SECRET),
-            ..PublisherConfig::default()
+            ..one_copy()
         }
         .sanitized();
         let now = t0();
@@ -858,7 +867,7 @@ fn control_datagrams_beyond_the_rate_are_shed_unread() {
     let cfg = PublisherConfig {
         max_control_rate: 1000,
         control_burst: 10,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut p = Publisher::new(cfg, 3, now);
     p.offer(now, b"x").unwrap();
@@ -894,7 +903,7 @@ fn naks_beyond_the_repair_backlog_are_shed_without_walking_the_ring() {
         retransmit_burst: 10_000,
         max_control_rate: 1 << 30,
         control_burst: 1 << 30,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut p = Publisher::new(cfg, 3, now);
     for _ in 0..2000 {
@@ -943,7 +952,7 @@ fn repairs_of_consecutive_frames_share_datagrams_up_to_the_mtu() {
     let now = t0();
     let cfg = PublisherConfig {
         mtu: 500,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut p = Publisher::new(cfg, 5, now);
     for i in 0..40u8 {
@@ -976,12 +985,101 @@ fn repairs_of_consecutive_frames_share_datagrams_up_to_the_mtu() {
     assert_eq!(p.stats().repairs_coalesced, 14 - 3);
 }
 
+/// Each repair datagram, packed or not, goes out `repair_copies` times, byte for byte,
+/// the copies right after it; only the first counts in `retransmits`.
+#[test]
+fn repair_copies_resend_each_repair_datagram_right_after_it() {
+    for copies in [1u32, 2, 3] {
+        let now = t0();
+        let cfg = PublisherConfig {
+            mtu: 500,
+            repair_copies: copies,
+            ..PublisherConfig::default()
+        };
+        let mut p = Publisher::new(cfg, 5, now);
+        for i in 0..40u8 {
+            p.offer(now, &[i; 60]).unwrap();
+            drain(&mut p, now);
+        }
+        p.handle_datagram(
+            now,
+            peer(),
+            &nak(&p, &[SeqRange::new(2, 14), SeqRange::new(20, 22)]),
+        );
+        // Offered after the NAK: new data waits for the repairs and their copies.
+        p.offer(now, b"new").unwrap();
+        let out = drain(&mut p, now);
+        let c = copies as usize;
+        assert_eq!(out.len(), 3 * c + 1, "copies {copies}");
+        for (k, want) in [(2u64, 7u16), (9, 5), (20, 2)].into_iter().enumerate() {
+            for f in &out[k * c..(k + 1) * c] {
+                assert_eq!(f, &out[k * c], "a copy differs from its repair");
+                let d = data(f);
+                assert!(d.is_retransmit());
+                assert_eq!((d.first_seq, d.count), want);
+            }
+        }
+        assert!(!data(&out[3 * c]).is_retransmit());
+        let s = p.stats();
+        assert_eq!(s.retransmits, 3);
+        assert_eq!(s.repair_copies, 3 * (copies as u64 - 1));
+        assert_eq!(s.repair_copies_skipped, 0);
+        let bytes: usize = out[..3 * c].iter().map(Vec::len).sum();
+        assert_eq!(s.retransmit_bytes, bytes as u64);
+    }
+}
+
+/// A copy never waits for tokens: with the cap's tokens spent on first repairs the copy
+/// is skipped and counted, and the queued first repairs are not delayed by it. (Also the
+/// regression test for packing under a tight cap: a frame refused its tokens used to leave
+/// its fragment count in the datagram, which then failed to parse.)
+#[test]
+fn repair_copies_are_skipped_when_the_cap_has_no_tokens_to_spare() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        repair_copies: 2,
+        retransmit_rate: 1000,
+        retransmit_burst: 1000,
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 5, now);
+    for i in 0..4u8 {
+        p.offer(now, &[i; 600]).unwrap();
+        drain(&mut p, now);
+    }
+    // Two 600 B frames NAKed: the burst pays for the first repair only.
+    p.handle_datagram(now, peer(), &nak(&p, &[SeqRange::new(1, 3)]));
+    let out = drain(&mut p, now);
+    assert_eq!(out.len(), 1);
+    assert_eq!(data(&out[0]).first_seq, 1);
+    assert_eq!(p.stats().repair_copies_skipped, 1);
+    // Once tokens for the next repair accrue, it goes out and its copy waits no more.
+    let later = now + Duration::from_millis(700);
+    let repairs = |out: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
+        // Heartbeats are due by then too.
+        out.into_iter()
+            .filter(|f| matches!(Frame::parse(f), Ok(Frame::Data(_))))
+            .collect()
+    };
+    let out = repairs(drain(&mut p, later));
+    assert_eq!(out.len(), 1, "the second repair, its copy skipped");
+    assert_eq!(data(&out[0]).first_seq, 2);
+    assert_eq!(p.stats().repair_copies_skipped, 2);
+    assert_eq!(p.stats().repair_copies, 0);
+    // Even with a full bucket, a copy needs tokens left after its repair.
+    let much_later = later + Duration::from_secs(5);
+    p.handle_datagram(much_later, peer(), &nak(&p, &[SeqRange::new(3, 4)]));
+    let out = repairs(drain(&mut p, much_later));
+    assert_eq!(out.len(), 1, "burst 1000 B: no room for a copy");
+    assert_eq!(p.stats().repair_copies_skipped, 3);
+}
+
 /// A NAK flagged as a repeat is suppressed only within `repeat_linger` of the last repair
 /// of its frames; an unflagged one within `repair_linger`.
 #[test]
 fn repeated_naks_get_the_short_linger() {
     let now = t0();
-    let cfg = PublisherConfig::default();
+    let cfg = one_copy();
     assert!(cfg.repeat_linger < cfg.repair_linger);
     let mut p = Publisher::new(cfg.clone(), 9, now);
     p.offer(now, b"x").unwrap();
@@ -1013,7 +1111,7 @@ fn handle_timeout_seals_a_lingering_frame_and_expires_destinations() {
     let cfg = PublisherConfig {
         linger: Duration::from_millis(1),
         destination_timeout: Duration::from_millis(5),
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut p = Publisher::new(cfg, 4, now);
     p.handle_datagram(now, addr(1), &status(0, 0, false));
@@ -1038,8 +1136,8 @@ fn handle_timeout_seals_a_lingering_frame_and_expires_destinations() {
 #[test]
 fn unsent_data_gathers_from_the_ring_only_when_nothing_goes_first() {
     let now = t0();
-    let mut p = Publisher::new(PublisherConfig::default(), 6, now);
-    let mut q = Publisher::new(PublisherConfig::default(), 6, now);
+    let mut p = Publisher::new(one_copy(), 6, now);
+    let mut q = Publisher::new(one_copy(), 6, now);
     for i in 0..100u32 {
         for x in [&mut p, &mut q] {
             x.offer(now, &[i as u8; 1000]).unwrap();
@@ -1069,7 +1167,7 @@ fn unsent_data_gathers_from_the_ring_only_when_nothing_goes_first() {
     // With authentication every frame needs a trailer: never gathered.
     let cfg = PublisherConfig {
         auth: crate::proto::AuthConfig::with_key(1, [7; 32]),
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut a = Publisher::new(cfg, 6, now);
     a.offer(now, b"sealed").unwrap();

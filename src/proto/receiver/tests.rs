@@ -4,6 +4,15 @@ use crate::proto::wire::{DataFrameWriter, FRAG_BEGIN, FRAG_END, emit_control, em
 use proptest::prelude::*;
 use std::time::Duration;
 
+/// The defaults with one copy per repair: these tests count repair datagrams; the copies
+/// have their own tests (`repair_copies_*` in the publisher's).
+fn one_copy() -> PublisherConfig {
+    PublisherConfig {
+        repair_copies: 1,
+        ..PublisherConfig::default()
+    }
+}
+
 fn pub_addr() -> SocketAddr {
     "10.0.0.1:5000".parse().unwrap()
 }
@@ -40,7 +49,7 @@ struct Harness {
 
 impl Harness {
     fn new(rcfg: ReceiverConfig) -> Self {
-        Self::with(PublisherConfig::default(), rcfg)
+        Self::with(one_copy(), rcfg)
     }
 
     fn with(pcfg: PublisherConfig, rcfg: ReceiverConfig) -> Self {
@@ -168,7 +177,7 @@ fn reordered_data_arriving_before_the_timer_costs_no_nak() {
 fn unavailable_becomes_an_immediate_loss() {
     let pcfg = PublisherConfig {
         ring_frames: 8,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut h = Harness::with(pcfg, ReceiverConfig::default());
     let first = h.publish(b"0");
@@ -244,7 +253,7 @@ fn heartbeat_reveals_tail_loss_and_close_ends_the_session() {
 fn fragments_are_reassembled_and_a_partly_lost_message_is_not_delivered() {
     let pcfg = PublisherConfig {
         mtu: 100,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut h = Harness::with(pcfg, ReceiverConfig::default());
     let big: Vec<u8> = (0..250u8).collect();
@@ -359,7 +368,7 @@ fn restart_reports_the_old_sessions_loss_then_the_new_session() {
     h.publish(b"never seen");
     let f2 = h.publish(b"c");
     h.deliver(&f2[0]);
-    let mut new_pub = Publisher::new(PublisherConfig::default(), 0x9999, h.now);
+    let mut new_pub = Publisher::new(one_copy(), 0x9999, h.now);
     new_pub.offer(h.now, b"new").unwrap();
     let n = new_pub.poll_transmit(h.now, &mut h.buf).unwrap().len;
     let frame = h.buf[..n].to_vec();
@@ -589,7 +598,7 @@ fn unicast_fan_out_end_to_end_with_a_repaired_loss() {
     let mut now = Instant::now();
     let pcfg = PublisherConfig {
         stream: 3,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let mut publisher = Publisher::new(pcfg, 0xFEED, now);
     let rcfg = ReceiverConfig {
@@ -762,7 +771,7 @@ fn a_buffer_too_small_for_a_nak_leaves_the_timers_alone() {
 fn an_oversized_message_is_reported_lost_not_dropped_silently() {
     let pcfg = PublisherConfig {
         mtu: 100,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let rcfg = ReceiverConfig {
         max_message_size: 150,
@@ -794,7 +803,7 @@ fn a_wide_gap_repaired_in_slices_never_runs_out_of_tries() {
     // without an answer. A 200-message gap needs ~50 NAKs, each answered in part.
     let pcfg = PublisherConfig {
         max_queued_repairs: 4,
-        ..PublisherConfig::default()
+        ..one_copy()
     };
     let rcfg = ReceiverConfig {
         max_nak_tries: 3,
@@ -939,7 +948,7 @@ fn auth_harness() -> Harness {
     Harness::with(
         PublisherConfig {
             auth: authed(1, SECRET),
-            ..PublisherConfig::default()
+            ..one_copy()
         },
         ReceiverConfig {
             auth: authed(1, SECRET),
@@ -951,14 +960,7 @@ fn auth_harness() -> Harness {
 /// A frame of another publisher sharing `h`'s source address, sealed with `auth`.
 fn frame_from(session: u64, auth: crate::proto::auth::AuthConfig, msg: &[u8]) -> Vec<u8> {
     let now = Instant::now();
-    let mut p = Publisher::new(
-        PublisherConfig {
-            auth,
-            ..PublisherConfig::default()
-        },
-        session,
-        now,
-    );
+    let mut p = Publisher::new(PublisherConfig { auth, ..one_copy() }, session, now);
     p.offer(now, msg).unwrap();
     let mut buf = vec![0u8; 2048];
     let n = p.poll_transmit(now, &mut buf).unwrap().len;
@@ -1064,7 +1066,7 @@ fn rotation_accepts_the_old_key_while_naks_use_the_new_one() {
                 accept: vec![new.key.clone().unwrap()],
                 ..old.clone()
             },
-            ..PublisherConfig::default()
+            ..one_copy()
         },
         ReceiverConfig {
             auth: crate::proto::auth::AuthConfig {
