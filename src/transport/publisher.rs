@@ -317,7 +317,13 @@ impl Publisher {
             }
         };
         let mut sent = 0;
-        if self.multicast && !seal_open && self.send.is_empty() {
+        if self.multicast && self.send.is_empty() && self.core.full_frames() > 0 {
+            // Full frames are waiting (the application offers faster than they go): they
+            // and the open frame, if due, leave together straight from the ring, rather
+            // than the first with its own `send` and the rest copied into the batch.
+            if seal_open {
+                self.core.seal_lingered(now);
+            }
             sent += self.send_full_frames_from_ring(now);
         }
         if self.multicast && self.send.is_empty() {
@@ -325,9 +331,9 @@ impl Publisher {
             // straight from the frame buffer (no copy into the batch, no `sendmmsg` header
             // set-up, nothing else looked at first); anything after it takes the batch.
             let Some(first) = next(&mut self.core, &mut self.frame) else {
-                return 0;
+                return sent;
             };
-            sent = self.send_now(first.len, first.destination);
+            sent += self.send_now(first.len, first.destination);
         }
         if self.multicast {
             // Frames are encoded straight into the send batch (no intermediate copy) and

@@ -561,6 +561,21 @@ impl Publisher {
         self.seal();
     }
 
+    /// Seal the open frame if its `linger` has run out at `now`, as
+    /// [`poll_transmit`](Self::poll_transmit) does before sending new data; returns whether
+    /// one was sealed. For an I/O layer that sends the sealed frames together
+    /// ([`unsent_data`](Self::unsent_data)) rather than one `poll_transmit` at a time.
+    pub fn seal_lingered(&mut self, now: Instant) -> bool {
+        self.now = now;
+        let due = self
+            .open
+            .is_some_and(|o| now.saturating_duration_since(o.opened_at) >= self.cfg.linger);
+        if due {
+            self.seal();
+        }
+        due
+    }
+
     /// Close the session: pending data is still sent, then CLOSE frames replace heartbeats
     /// (repeated on the heartbeat schedule for as long as the publisher is driven, so that
     /// receivers learn the final sequence even under heavy loss). NAKs are still served.
@@ -760,12 +775,8 @@ impl Publisher {
         if let Some(t) = self.transmit_repair(now, buf) {
             return Some(t);
         }
-        if seal_open
-            && self
-                .open
-                .is_some_and(|o| now.saturating_duration_since(o.opened_at) >= self.cfg.linger)
-        {
-            self.seal();
+        if seal_open {
+            self.seal_lingered(now);
         }
         if let Some(t) = self.transmit_data(now, buf) {
             return Some(t);

@@ -1175,3 +1175,26 @@ fn unsent_data_gathers_from_the_ring_only_when_nothing_goes_first() {
     assert_eq!(a.unsent_data().len(), 0);
     assert_eq!(drain(&mut a, now).len(), 1);
 }
+
+/// `seal_lingered` seals the open frame only once its linger has run out, as
+/// `poll_transmit` would, so the frames it adds to `unsent_data` are those `poll_transmit`
+/// would have sent.
+#[test]
+fn seal_lingered_follows_the_linger() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        linger: us(100),
+        ..one_copy()
+    };
+    let mut p = Publisher::new(cfg, 3, now);
+    assert!(!p.seal_lingered(now), "nothing open");
+    p.offer(now, b"a").unwrap();
+    assert!(!p.seal_lingered(now + us(99)));
+    assert_eq!((p.full_frames(), p.unsent_data().len()), (0, 0));
+    assert!(p.seal_lingered(now + us(100)));
+    assert!(!p.has_open_frame());
+    assert_eq!(p.unsent_data().len(), 1);
+    p.data_sent(now + us(100), 1);
+    assert_eq!(p.stats().data_frames, 1);
+    assert!(p.is_flushed());
+}
