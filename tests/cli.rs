@@ -611,6 +611,59 @@ fn doctor_on_loopback() {
     assert!(String::from_utf8_lossy(&bad.stdout).contains("fix:"));
 }
 
+/// `jitter` accounts for every pause it reports: the paused time is the sum over threads,
+/// within the time spun, and the pause quantiles are ordered and above the threshold.
+#[test]
+fn jitter_accounts_for_the_pauses_it_reports() {
+    let _g = serial();
+    let out = run(
+        &[
+            "jitter",
+            "--duration",
+            "0.3",
+            "--threads",
+            "2",
+            "--threshold-us",
+            "5",
+            "--json",
+        ],
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let j = last_json(&out);
+    assert_eq!(u(&j, "threads"), 2, "{j}");
+    let per = j["per_thread"].as_array().expect("per_thread");
+    assert_eq!(per.len(), 2, "{j}");
+    let sum_pauses: u64 = per.iter().map(|t| t["pauses"].as_u64().unwrap()).sum();
+    assert_eq!(sum_pauses, u(&j, "pauses"), "{j}");
+    let sum_ms: f64 = per.iter().map(|t| t["paused_ms"].as_f64().unwrap()).sum();
+    assert!((sum_ms - f(&j, "paused_ms")).abs() < 0.01, "{j}");
+    // Two threads spun 0.3 s each: at most 600 ms can have been paused.
+    assert!(f(&j, "paused_ms") <= 600.0 + 1.0, "{j}");
+    let pct = f(&j, "paused_pct");
+    assert!((0.0..=100.0).contains(&pct), "{j}");
+    let read = f(&j, "clock_read_ns");
+    assert!(read > 0.0 && read < 5_000.0, "{j}");
+    if u(&j, "pauses") > 0 {
+        let (p50, p99, max) = (
+            f(&j, "pause_p50_us"),
+            f(&j, "pause_p99_us"),
+            f(&j, "pause_max_us"),
+        );
+        assert!(5.0 <= p50 && p50 <= p99 && p99 <= max, "{j}");
+        assert!(u(&j, "pauses_over_1ms") <= u(&j, "pauses"), "{j}");
+    } else {
+        assert!(
+            j["pause_p50_us"].is_null() && f(&j, "paused_ms") == 0.0,
+            "{j}"
+        );
+    }
+    // The table form names each thread.
+    let table = run(&["jitter", "--duration", "0.1"], Duration::from_secs(10));
+    assert!(table.status.success(), "{}", describe(&table));
+    assert!(String::from_utf8_lossy(&table.stdout).contains("thread 0:"));
+}
+
 #[test]
 fn usage_and_setup_errors_exit_2() {
     let cases: &[&[&str]] = &[
@@ -620,6 +673,8 @@ fn usage_and_setup_errors_exit_2() {
         &["pub", "--group", "not-an-address"],
         &["bench", "--loss", "150"],
         &["bench", "--size", "4"],
+        &["jitter", "--duration", "0"],
+        &["jitter", "--threshold-us", "0"],
         &["ping", "--group", "239.255.0.1:1", "--size", "100000"],
         &[
             "sub",
@@ -638,7 +693,7 @@ fn usage_and_setup_errors_exit_2() {
 
 #[test]
 fn every_subcommand_has_help_with_an_example() {
-    for sub in ["pub", "sub", "ping", "pong", "bench", "doctor"] {
+    for sub in ["pub", "sub", "ping", "pong", "bench", "doctor", "jitter"] {
         let out = run(&[sub, "--help"], Duration::from_secs(10));
         assert!(out.status.success(), "{sub}: {}", describe(&out));
         let text = String::from_utf8_lossy(&out.stdout);

@@ -8,6 +8,7 @@
 mod auth;
 mod bench;
 mod doctor;
+mod jitter;
 mod ping;
 mod plot;
 mod pubsub;
@@ -53,6 +54,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Check this host's multicast set-up and print a fix for each problem found.
     Doctor(doctor::DoctorArgs),
+    /// Measure this host's own pauses (no network): the floor under every tail latency.
+    Jitter(jitter::JitterArgs),
 }
 
 /// Run a parsed command line.
@@ -64,6 +67,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Pong(a) => ping::run_pong(a),
         Command::Bench(a) => bench::run(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Jitter(a) => jitter::run(a),
     }
 }
 
