@@ -10,6 +10,8 @@ Runs, interleaved so that machine drift hits both sides alike:
      1 KiB nakcast vs `pub/sub --raw` (bytes/s ratio), ROUNDS pairs;
   3. repair latency under 5% injected loss (`bench --loss 5 --rate 100000`);
   4. low-rate latency: `ping --rate 1000` with every idle strategy, vs full speed.
+Before and after them, `nakcast jitter --threads 2` measures the host's own pauses (threads
+spinning on the clock, no network): the floor under every tail figure of the run.
 Prints one table per target with medians; every run is bounded (counts and timeouts) and
 uses loopback multicast (127.0.0.1) on free ports only.
 """
@@ -82,6 +84,20 @@ def one_way(raw: bool, count: int, size: int) -> dict:
         sub.kill()
 
 
+def jitter() -> dict:
+    out = subprocess.run([BIN, "jitter", "--threads", "2", "--duration", "3", "--json"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    return last_json(out.stdout)
+
+
+def print_jitter(label: str, j: dict) -> None:
+    print(f"Host pauses {label} (`nakcast jitter --threads 2 --duration 3`): "
+          f"{j['pauses_per_s']:.0f} pauses/s per core over {j['threshold_us']} µs, "
+          f"{j['paused_pct']:.2f}% of the time, p50 {j['pause_p50_us']} µs, "
+          f"p99 {j['pause_p99_us']} µs, max {j['pause_max_us']} µs "
+          f"({j['pauses_over_1ms']} over 1 ms); clock read {j['clock_read_ns']:.0f} ns\n")
+
+
 def med(rows: list[dict], k: str) -> float:
     vals = [r[k] for r in rows if r.get(k) is not None]
     return statistics.median(vals) if vals else float("nan")
@@ -101,6 +117,7 @@ def main() -> int:
     n_ping, n_32, n_1k, n_low = (3000, 200_000, 50_000, 500) if q else (50_000, 5_000_000, 1_000_000, 5000)
 
     print(f"# nakcast performance targets ({a.rounds} interleaved rounds each)\n")
+    print_jitter("before", jitter())
     pings: dict = {False: [], True: []}
     rtt = full_p99 = float("nan")
     if "1" in a.only:
@@ -142,11 +159,16 @@ def main() -> int:
                                  capture_output=True, text=True, timeout=300)
             reps.append(last_json(out.stdout))
         print("\n## 3. Repair latency, 5% injected loss, 100k msg/s, 1 subscriber (µs, medians)\n")
-        print("| repair p50 | repair p99 | repair max | samples | lost | ping RTT p50 |")
-        print("|---:|---:|---:|---:|---:|---:|")
-        print(f"| {med(reps, 'repair_p50_us'):.1f} | {med(reps, 'repair_p99_us'):.1f} | "
+        print("| repair p50 | repair p90 | repair p99 | repair max | samples | copies sent | lost "
+              "| ping RTT p50 |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print(f"| {med(reps, 'repair_p50_us'):.1f} | {med(reps, 'repair_p90_us'):.1f} | "
+              f"{med(reps, 'repair_p99_us'):.1f} | "
               f"{med(reps, 'repair_max_us'):.1f} | {med(reps, 'repair_samples'):.0f} | "
+              f"{med(reps, 'repair_copies_sent'):.0f} | "
               f"{max(r['lost'] for r in reps)} | {rtt:.2f} |")
+        per_run = ", ".join(f"{r['repair_p99_us']:.0f}" for r in reps)
+        print(f"\nrepair p99 per run: {per_run} µs")
 
     if "4" in a.only:
         # 4. Low rate, every idle strategy.
@@ -160,6 +182,8 @@ def main() -> int:
             label = f"{idle} (raw UDP)" if raw else idle
             print(f"| {label} | {med(rows, 'p50_us'):.2f} | {med(rows, 'p90_us'):.2f} | {p99:.2f} | "
                   f"{p99 / full_p99:.2f} |")
+    print()
+    print_jitter("after", jitter())
     return 0
 
 

@@ -226,6 +226,8 @@ pub struct BenchReport {
     pub naks_sent: u64,
     /// Median repair latency (gap detected to delivered in order); `None` without repairs.
     pub repair_p50_us: Option<f64>,
+    /// 90th percentile repair latency.
+    pub repair_p90_us: Option<f64>,
     /// 99th percentile repair latency.
     pub repair_p99_us: Option<f64>,
     /// Largest repair latency.
@@ -702,6 +704,7 @@ fn report(cfg: &BenchConfig, group: SocketAddr, p: &PubResult, s: SubResult) -> 
         out_of_order,
         naks_sent: sum(|x| x.naks_sent),
         repair_p50_us: repair_us(s.repairs.quantile(0.50)),
+        repair_p90_us: repair_us(s.repairs.quantile(0.90)),
         repair_p99_us: repair_us(s.repairs.quantile(0.99)),
         repair_max_us: repair_us(s.repairs.max()),
         repair_samples: s.repairs.count(),

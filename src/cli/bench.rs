@@ -159,13 +159,14 @@ fn print_table(a: &BenchArgs, r: &BenchReport) {
         r.injected_drops, r.gaps, r.recovered, r.reported_lost, r.lost
     );
     println!(
-        "  NAKs         sent {}, received {}; repairs (retransmits) {}; unavailable {}",
-        r.naks_sent, r.naks_received, r.retransmitted, r.unavailable
+        "  NAKs         sent {}, received {}; repairs (retransmits) {} (+{} copies); unavailable {}",
+        r.naks_sent, r.naks_received, r.retransmitted, r.repair_copies_sent, r.unavailable
     );
     if r.repair_samples > 0 {
         println!(
-            "  repair µs    p50 {}  p99 {}  max {}  (gap detected -> delivered in order; {} fragments)",
+            "  repair µs    p50 {}  p90 {}  p99 {}  max {}  (gap detected -> delivered in order; {} fragments)",
             r.repair_p50_us.unwrap_or_default(),
+            r.repair_p90_us.unwrap_or_default(),
             r.repair_p99_us.unwrap_or_default(),
             r.repair_max_us.unwrap_or_default(),
             r.repair_samples

@@ -193,6 +193,8 @@ pub struct RepairPercentiles {
     pub samples: u64,
     /// Median gap-detected-to-delivered time.
     pub p50_us: Option<f64>,
+    /// 90th percentile.
+    pub p90_us: Option<f64>,
     /// 99th percentile.
     pub p99_us: Option<f64>,
     /// Largest.
@@ -206,6 +208,7 @@ impl RepairPercentiles {
         Self {
             samples: r.count(),
             p50_us: us(r.quantile(0.50)),
+            p90_us: us(r.quantile(0.90)),
             p99_us: us(r.quantile(0.99)),
             max_us: us(r.max()),
         }

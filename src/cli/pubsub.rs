@@ -121,9 +121,9 @@ pub struct PubArgs {
     # the highest rate: busy-poll one core\n  \
     nakcast sub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 5000000 --idle spin --json\n\n\
     JSON (--json, last line of stdout): delivered, lost, duplicates, out_of_order, corrupt,\n\
-    naks_sent, recovered, repair_p50_us, repair_p99_us (gap detected to delivered in order;\n\
-    null without repairs), elapsed_s, msgs_per_s, mb_per_s, sessions, restarts (publisher\n\
-    restarts seen: a new session from the same source), auth_failures.\n\
+    naks_sent, recovered, repair_p50_us, repair_p90_us, repair_p99_us (gap detected to\n\
+    delivered in order; null without repairs), elapsed_s, msgs_per_s, mb_per_s, sessions,\n\
+    restarts (publisher restarts seen: a new session from the same source), auth_failures.\n\
     Exit status: 0 when --count messages were delivered (when given), verified (with --verify)\n\
     and none lost; 1 otherwise; 2 for usage or set-up errors.")]
 pub struct SubArgs {
@@ -798,6 +798,7 @@ pub fn run_sub(a: SubArgs) -> Result<(), CliError> {
         "naks_sent": s.naks_sent,
         "recovered": s.recovered,
         "repair_p50_us": repair.p50_us,
+        "repair_p90_us": repair.p90_us,
         "repair_p99_us": repair.p99_us,
         "repair_max_us": repair.max_us,
         "repair_samples": repair.samples,
