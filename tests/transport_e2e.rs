@@ -934,3 +934,51 @@ fn dropping_a_shared_publisher_ends_its_thread() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// A subscriber registers its data socket for blocking waits only at its first blocking
+/// call (a busy-polling one never does: registered sockets make every datagram take the
+/// epoll locks). A datagram queued before that call must still wake it at once: the
+/// publisher below sends nothing after it, so a missed readiness would sleep the whole
+/// timeout. After registering, blocking keeps waking on new data.
+#[test]
+fn the_first_blocking_call_sees_datagrams_queued_before_it() {
+    let ch = channel(10);
+    let mut waiter = subscriber(&ch, |_| {});
+    let mut p = publisher(&ch, |_| {});
+    p.offer(b"early").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    assert!(waiter.wait(Duration::from_secs(3)).unwrap());
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    // On a fresh channel: the first blocking call registers and times out empty, then a
+    // publisher starts and its first message wakes the blocked call.
+    let ch = channel(11);
+    let mut receiver = subscriber(&ch, |_| {});
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let mut ignore = |_: Event<'_>| {};
+    assert_eq!(
+        receiver
+            .recv_timeout(&mut ignore, Duration::from_millis(20))
+            .unwrap(),
+        0
+    );
+    let mut p = publisher(&ch, |_| {});
+    p.offer(b"late").unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        let mut on = |e: Event<'_>| {
+            if let Event::Message { payload, .. } = e {
+                got.push(payload.to_vec());
+            }
+        };
+        receiver
+            .recv_timeout(&mut on, Duration::from_secs(3))
+            .unwrap();
+        if !got.is_empty() {
+            break;
+        }
+    }
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(got, [b"late".to_vec()]);
+}

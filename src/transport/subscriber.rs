@@ -139,6 +139,12 @@ pub struct Subscriber {
     truncated: u64,
     poller: Poll,
     events: Events,
+    /// The data socket is registered with `poller`. Not until the first blocking call:
+    /// while a socket is registered, every datagram the kernel queues on it also takes the
+    /// epoll wait-queue locks to wake a possible waiter, a cost a busy-polling subscriber
+    /// never needs (on loopback it falls on the sender: about 2.4% of a 1 KiB publisher's
+    /// time, measured with `perf`).
+    registered: bool,
     /// The last receive ended in `WouldBlock`: nothing is queued, blocking is safe.
     drained: bool,
     warnings: Vec<SocketWarning>,
@@ -195,11 +201,6 @@ impl Subscriber {
         };
         let warnings = setup_warnings([data.warnings, control_warnings]);
         let poller = Poll::new()?;
-        poller.registry().register(
-            &mut SourceFd(&data.socket.as_raw_fd()),
-            DATA,
-            Interest::READABLE,
-        )?;
         let loss = (opts.inject_loss > 0.0).then(|| {
             (
                 opts.inject_loss.min(1.0),
@@ -218,6 +219,7 @@ impl Subscriber {
             truncated: 0,
             poller,
             events: Events::with_capacity(4),
+            registered: false,
             drained: true,
             buffer_clamps: socket::buffer_clamps(&warnings),
             warnings,
@@ -356,6 +358,7 @@ impl Subscriber {
         if work > 0 || !self.drained {
             return Ok(work);
         }
+        self.register()?;
         let now = Instant::now();
         let mut wait = timeout;
         if let Some(t) = self.core.poll_timeout() {
@@ -391,6 +394,7 @@ impl Subscriber {
             // so blocking now could sleep past them.
             return Ok(true);
         }
+        self.register()?;
         let mut wait = timeout;
         if let Some(t) = self.core.poll_timeout() {
             wait = wait.min(t.saturating_duration_since(Instant::now()));
@@ -400,6 +404,21 @@ impl Subscriber {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Register the data socket with the poller, once, before the first blocking wait.
+    /// Readiness is edge-triggered, but registering reports a socket that is already
+    /// readable, so datagrams queued before it are not slept past.
+    fn register(&mut self) -> Result<(), Error> {
+        if !self.registered {
+            self.poller.registry().register(
+                &mut SourceFd(&self.data.as_raw_fd()),
+                DATA,
+                Interest::READABLE,
+            )?;
+            self.registered = true;
+        }
+        Ok(())
     }
 
     /// Counters of the protocol core.
