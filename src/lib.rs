@@ -15,6 +15,7 @@
 
 #[cfg(unix)]
 pub mod bench;
+mod hint;
 pub mod proto;
 pub mod sim;
 #[cfg(unix)]
