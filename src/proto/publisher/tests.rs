@@ -947,25 +947,30 @@ fn naks_beyond_the_repair_backlog_are_shed_without_walking_the_ring() {
 /// Repairs of consecutive stored frames share datagrams up to the `mtu`; a gap in the
 /// queue (a frame not asked for) or the `mtu` starts a new one, and every fragment asked
 /// for goes out exactly once, in order.
-#[test]
-fn repairs_of_consecutive_frames_share_datagrams_up_to_the_mtu() {
-    let now = t0();
+/// A publisher with `mtu` 500 and `repair_copies`, 40 frames of one 60-byte message each
+/// sent (message `i` filled with byte `i`), then NAKed for `[2, 14)` and `[20, 22)`.
+fn forty_small_frames_naked(now: Instant, repair_copies: u32) -> Publisher {
     let cfg = PublisherConfig {
         mtu: 500,
-        ..one_copy()
+        repair_copies,
+        ..PublisherConfig::default()
     };
     let mut p = Publisher::new(cfg, 5, now);
     for i in 0..40u8 {
         p.offer(now, &[i; 60]).unwrap();
         drain(&mut p, now);
     }
+    let ranges = [SeqRange::new(2, 14), SeqRange::new(20, 22)];
+    p.handle_datagram(now, peer(), &nak(&p, &ranges));
+    p
+}
+
+#[test]
+fn repairs_of_consecutive_frames_share_datagrams_up_to_the_mtu() {
+    let now = t0();
     // A stored frame is 36 + 4 + 60 = 100 B; each one appended adds its 64 B of fragment,
     // so a 500 B datagram holds the first and six more.
-    p.handle_datagram(
-        now,
-        peer(),
-        &nak(&p, &[SeqRange::new(2, 14), SeqRange::new(20, 22)]),
-    );
+    let mut p = forty_small_frames_naked(now, 1);
     let out = drain(&mut p, now);
     let got: Vec<(u64, u16)> = out
         .iter()
@@ -991,21 +996,7 @@ fn repairs_of_consecutive_frames_share_datagrams_up_to_the_mtu() {
 fn repair_copies_resend_each_repair_datagram_right_after_it() {
     for copies in [1u32, 2, 3] {
         let now = t0();
-        let cfg = PublisherConfig {
-            mtu: 500,
-            repair_copies: copies,
-            ..PublisherConfig::default()
-        };
-        let mut p = Publisher::new(cfg, 5, now);
-        for i in 0..40u8 {
-            p.offer(now, &[i; 60]).unwrap();
-            drain(&mut p, now);
-        }
-        p.handle_datagram(
-            now,
-            peer(),
-            &nak(&p, &[SeqRange::new(2, 14), SeqRange::new(20, 22)]),
-        );
+        let mut p = forty_small_frames_naked(now, copies);
         // Offered after the NAK: new data waits for the repairs and their copies.
         p.offer(now, b"new").unwrap();
         let out = drain(&mut p, now);
