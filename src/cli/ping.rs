@@ -286,6 +286,10 @@ struct RawLink {
     recv: RecvBatch,
     poller: mio::Poll,
     events: mio::Events,
+    /// `rx` is registered with `poller` (at the first `block`, as the subscriber does:
+    /// a registered socket makes every datagram take the epoll wait-queue locks, so a
+    /// spinning baseline registered up front would be slowed for nothing).
+    registered: bool,
 }
 
 impl RawLink {
@@ -293,20 +297,13 @@ impl RawLink {
         let rx = open_multicast_receiver(inp, cfg)?.socket;
         let tx = open_sender(out, cfg)?.socket;
         let poller = mio::Poll::new().map_err(|e| CliError::Setup(format!("epoll: {e}")))?;
-        poller
-            .registry()
-            .register(
-                &mut mio::unix::SourceFd(&rx.as_raw_fd()),
-                mio::Token(0),
-                mio::Interest::READABLE,
-            )
-            .map_err(|e| CliError::Setup(format!("epoll: {e}")))?;
         Ok(Self {
             tx,
             rx,
             recv: RecvBatch::new(8, 2048),
             poller,
             events: mio::Events::with_capacity(4),
+            registered: false,
         })
     }
 
@@ -375,6 +372,19 @@ impl Link for RawLink {
     }
 
     fn block(&mut self, timeout: Duration) -> Result<(), CliError> {
+        if !self.registered {
+            // Registering reports a socket that is already readable: nothing queued
+            // before it is slept past.
+            self.poller
+                .registry()
+                .register(
+                    &mut mio::unix::SourceFd(&self.rx.as_raw_fd()),
+                    mio::Token(0),
+                    mio::Interest::READABLE,
+                )
+                .map_err(|e| CliError::Failed(format!("epoll: {e}")))?;
+            self.registered = true;
+        }
         match self.poller.poll(&mut self.events, Some(timeout)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),

@@ -3,7 +3,8 @@
 //!
 //! Unix only (the batch layer talks to the kernel through `libc`).
 
-// The only modules allowed `unsafe`: syscall wrappers, each block with a SAFETY comment.
+// The only modules allowed `unsafe` here: syscall wrappers, each block with a SAFETY
+// comment. (Elsewhere only `crate::hint`, the CPU prefetch.)
 #[allow(unsafe_code)]
 pub mod batch;
 pub mod channel;

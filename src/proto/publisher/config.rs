@@ -46,9 +46,9 @@ pub struct PublisherConfig {
     /// second NAK round (a retry timeout, a round trip and `repeat_linger`); a copy sent
     /// right after the repair makes that round rare: at 5% independent loss, 1 repair in
     /// 400 instead of 1 in 20 is lost with both copies. Copies never compete with first
-    /// repairs for the retransmit cap: one goes out only if the cap has its tokens to spare
-    /// at once, and is skipped otherwise (counted in
-    /// [`PublisherStats::repair_copies_skipped`](super::PublisherStats)). Default 2;
+    /// repairs for the retransmit cap: one goes out only if the cap has its tokens at once
+    /// on top of those every queued first repair needs, and is skipped otherwise (counted
+    /// in [`PublisherStats::repair_copies_skipped`](super::PublisherStats)). Default 2;
     /// 1 halves the repair bandwidth of a lossy network at the cost of that tail.
     pub repair_copies: u32,
     /// Most repairs queued at once; NAKs beyond it are dropped (receivers retry).

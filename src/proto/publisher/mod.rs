@@ -100,7 +100,10 @@ pub struct PublisherStats {
     pub repairs_coalesced: u64,
     /// Extra copies of repair datagrams sent (`repair_copies`; not in `retransmits`).
     pub repair_copies: u64,
-    /// Copies skipped because the retransmit cap had no tokens to spare for them.
+    /// Copies not sent: the retransmit cap had no tokens to spare beyond those the queued
+    /// first repairs need, or the frames had left the ring. So
+    /// `repair_copies + repair_copies_skipped = retransmits × (repair_copies - 1)` once no
+    /// copy is pending.
     pub repair_copies_skipped: u64,
     /// Bytes re-sent as repairs, copies included.
     pub retransmit_bytes: u64,
@@ -888,17 +891,20 @@ impl Publisher {
     }
 
     /// Send `copy` again, rebuilt from the ring exactly as `transmit_repair` packed it, if
-    /// its frames are still retained and the retransmit cap has the tokens now; otherwise
-    /// it is skipped (a copy never waits: first repairs come first).
+    /// its frames are still retained and the retransmit cap has the tokens now beyond those
+    /// the queued first repairs need; otherwise it and the copies after it are skipped (a
+    /// copy never waits and never delays a first repair).
     fn transmit_repair_copy(
         &mut self,
         now: Instant,
         buf: &mut [u8],
         copy: RepairCopy,
     ) -> Option<Transmit> {
-        let max_len = self.cfg.mtu.saturating_sub(self.keyring.trailer_len());
+        let trailer = self.keyring.trailer_len();
+        let max_len = self.cfg.mtu.saturating_sub(trailer);
+        let skipped = u64::from(copy.left);
         let Some(i) = self.ring.find(copy.first_seq) else {
-            self.stats.repair_copies_skipped += 1;
+            self.stats.repair_copies_skipped += skipped;
             return None;
         };
         let first = self.ring.frame(i);
@@ -915,10 +921,18 @@ impl Publisher {
             .keyring
             .seal(buf, len)
             .expect("poll_transmit buffers hold mtu bytes");
-        if !self.repair_bucket.try_take(now, len) {
-            self.stats.repair_copies_skipped += 1;
+        // Only tokens the queued first repairs do not need: their bytes (an upper bound:
+        // packing drops the appended frames' headers) and a trailer each.
+        let reserved = self
+            .queued_repair_bytes
+            .saturating_add((self.repairs.len() * trailer) as u64);
+        let need = (len as u64).saturating_add(reserved);
+        if self.repair_bucket.available_up_to(now, need) < need {
+            self.stats.repair_copies_skipped += skipped;
             return None;
         }
+        let taken = self.repair_bucket.try_take(now, len);
+        debug_assert!(taken, "tokens checked");
         self.stats.repair_copies += 1;
         self.stats.retransmit_bytes += len as u64;
         if copy.left > 1 {
@@ -989,7 +1003,7 @@ impl Publisher {
 
     /// The sealed, unsent frames exactly as they go on the wire, oldest first, when they
     /// can be sent straight from the ring: nothing must go before them (no UNAVAILABLE
-    /// notice or repair queued) and they need no trailer (authentication off). Otherwise
+    /// notice, repair or repair copy pending) and they need no trailer (authentication off). Otherwise
     /// none. For an I/O layer that gathers datagrams from memory instead of copying them
     /// (`sendmmsg` over the ring); it then reports how many went out with
     /// [`data_sent`](Self::data_sent). [`poll_transmit`](Self::poll_transmit) remains the

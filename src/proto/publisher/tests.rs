@@ -1065,6 +1065,55 @@ fn repair_copies_are_skipped_when_the_cap_has_no_tokens_to_spare() {
     assert_eq!(p.stats().repair_copies_skipped, 3);
 }
 
+/// Copies only take tokens the queued first repairs do not need: with a burst that pays
+/// for the three first repairs and no more, all three go out at once and every copy is
+/// skipped; with room for everything, each repair is followed by its copy.
+#[test]
+fn repair_copies_never_delay_queued_first_repairs() {
+    for (burst, want_copies) in [(2000u64, 0u64), (4000, 3)] {
+        let now = t0();
+        let cfg = PublisherConfig {
+            repair_copies: 2,
+            retransmit_rate: 1000,
+            retransmit_burst: burst,
+            ..PublisherConfig::default()
+        };
+        let mut p = Publisher::new(cfg, 5, now);
+        for i in 0..8u8 {
+            p.offer(now, &[i; 600]).unwrap();
+            drain(&mut p, now);
+        }
+        // Three frames that do not continue each other: three repair datagrams of 640 B.
+        let ranges = [
+            SeqRange::new(1, 2),
+            SeqRange::new(3, 4),
+            SeqRange::new(5, 6),
+        ];
+        p.handle_datagram(now, peer(), &nak(&p, &ranges));
+        let firsts: Vec<u64> = drain(&mut p, now)
+            .iter()
+            .map(|f| data(f).first_seq)
+            .collect();
+        let s = p.stats();
+        assert_eq!(
+            s.retransmits, 3,
+            "burst {burst}: every first repair at once"
+        );
+        assert_eq!(s.repair_copies, want_copies, "burst {burst}");
+        assert_eq!(
+            s.repair_copies + s.repair_copies_skipped,
+            3,
+            "burst {burst}"
+        );
+        let want: &[u64] = if want_copies == 0 {
+            &[1, 3, 5]
+        } else {
+            &[1, 1, 3, 3, 5, 5]
+        };
+        assert_eq!(firsts, want, "burst {burst}");
+    }
+}
+
 /// A NAK flagged as a repeat is suppressed only within `repeat_linger` of the last repair
 /// of its frames; an unflagged one within `repair_linger`.
 #[test]
