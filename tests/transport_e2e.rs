@@ -982,3 +982,33 @@ fn the_first_blocking_call_sees_datagrams_queued_before_it() {
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     assert_eq!(got, [b"late".to_vec()]);
 }
+
+/// `offer` reads the clock after its `send` (the latency path), building the frame with
+/// the time of the previous call. After an idle spell that time is old: the heartbeat
+/// schedule must still count from the real send time, so the message is not followed at
+/// once by a heartbeat, and the heartbeat does come `heartbeat_min` after it.
+#[test]
+fn a_message_after_an_idle_spell_is_not_chased_by_a_heartbeat() {
+    let ch = channel(12);
+    let mut p = publisher(&ch, |o| {
+        o.protocol.heartbeat_min = Duration::from_millis(50);
+        o.protocol.heartbeat_max = Duration::from_secs(10);
+    });
+    let before = p.stats().heartbeats;
+    std::thread::sleep(Duration::from_millis(200));
+    p.offer(b"after a pause").unwrap();
+    p.poll().unwrap();
+    assert_eq!(p.stats().data_frames, 1);
+    assert_eq!(
+        p.stats().heartbeats,
+        before,
+        "a heartbeat right behind the data: dated from before the pause"
+    );
+    std::thread::sleep(Duration::from_millis(80));
+    p.poll().unwrap();
+    assert_eq!(
+        p.stats().heartbeats,
+        before + 1,
+        "heartbeat_min after the data"
+    );
+}

@@ -99,6 +99,9 @@ pub struct Publisher {
     frame: Vec<u8>,
     /// The latest time read from the clock.
     now: Instant,
+    /// `offer` reads the clock after its `send`, not before: the protocol needs no fresh
+    /// time to send a message at once when `linger` is zero and no `send_rate` is set.
+    clock_after_send: bool,
     warnings: Vec<SocketWarning>,
     buffer_clamps: u64,
     send_errors: u64,
@@ -148,6 +151,7 @@ impl Publisher {
             core.add_destination(d);
         }
         let mtu = core.config().mtu;
+        let clock_after_send = core.config().linger.is_zero() && core.config().send_rate.is_none();
         Ok(Self {
             core,
             local_addr: data.local_addr,
@@ -158,6 +162,7 @@ impl Publisher {
             recv: RecvBatch::new(32, 2048),
             frame: vec![0; mtu],
             now: Instant::now(),
+            clock_after_send,
             buffer_clamps: socket::buffer_clamps(&warnings),
             warnings,
             send_errors: 0,
@@ -183,6 +188,28 @@ impl Publisher {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn offer(&mut self, msg: &[u8]) -> Result<u64, OfferError> {
+        if self.clock_after_send {
+            // The latency path: no clock read between the offer and the `send` (~30 ns on
+            // a VM). Frames are built and sent with the time of the previous call, which
+            // nothing here needs to be fresh (zero linger, no send-rate limit); the clock
+            // is read once the datagram is out, and the heartbeat schedule is re-dated to
+            // it (`Core::sent_at`).
+            let before = self.now;
+            let seq = match self.core.offer(before, msg) {
+                Err(OfferError::BackPressure) => {
+                    let now = self.clock();
+                    self.transmit(now, true);
+                    self.core.offer(now, msg)?
+                }
+                other => other?,
+            };
+            let sent = self.transmit(self.now, true);
+            let now = self.clock();
+            if sent > 0 {
+                self.core.sent_at(now);
+            }
+            return Ok(seq);
+        }
         let now = self.clock();
         let seq = match self.core.offer(now, msg) {
             Err(OfferError::BackPressure) => {

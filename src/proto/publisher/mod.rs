@@ -601,13 +601,24 @@ impl Publisher {
     /// repairs and CLOSE are timed by `poll_transmit` itself, so calling this is optional;
     /// it is here for drivers that separate timers from transmission.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = now;
         self.expire_destinations(now);
-        if self
-            .open
-            .is_some_and(|o| now.saturating_duration_since(o.opened_at) >= self.cfg.linger)
-        {
-            self.seal();
+        self.seal_lingered(now);
+    }
+
+    /// Report that the frames the last [`poll_transmit`](Self::poll_transmit) calls
+    /// returned left at `now`, when they were asked for with an earlier time. An I/O layer
+    /// that wants no clock read between `offer` and the `send` passes the time of its
+    /// previous call to both, sends, then reads the clock and reports it here: the
+    /// heartbeat schedule then counts from the real send time (a time from before an idle
+    /// spell would make a heartbeat follow the data at once). Times never move back.
+    pub fn sent_at(&mut self, now: Instant) {
+        if now <= self.now {
+            return;
+        }
+        self.now = now;
+        let hb = &mut self.heartbeat;
+        if hb.data_since {
+            hb.last_data = hb.last_data.max(now);
         }
     }
 

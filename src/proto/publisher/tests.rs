@@ -1238,3 +1238,33 @@ fn seal_lingered_follows_the_linger() {
     assert_eq!(p.stats().data_frames, 1);
     assert!(p.is_flushed());
 }
+
+/// `sent_at` re-dates the last data sent (the heartbeat schedule counts from it) when the
+/// frame was built with an older time, and never moves time back.
+#[test]
+fn sent_at_redates_the_heartbeat_schedule_forward_only() {
+    let t = t0();
+    let cfg = PublisherConfig {
+        heartbeat_min: Duration::from_millis(1),
+        ..one_copy()
+    };
+    let mut p = Publisher::new(cfg, 3, t);
+    // Built and sent at `t`, really sent 10 ms later.
+    p.offer(t, b"x").unwrap();
+    assert_eq!(drain(&mut p, t).len(), 1);
+    let real = t + Duration::from_millis(10);
+    p.sent_at(real);
+    assert_eq!(p.poll_timeout(), real + Duration::from_millis(1));
+    assert!(
+        drain(&mut p, real + us(999)).is_empty(),
+        "no heartbeat before heartbeat_min"
+    );
+    // An older time changes nothing.
+    p.sent_at(t);
+    assert_eq!(p.poll_timeout(), real + Duration::from_millis(1));
+    assert_eq!(
+        drain(&mut p, real + Duration::from_millis(1)).len(),
+        1,
+        "the heartbeat"
+    );
+}
