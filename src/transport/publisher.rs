@@ -194,15 +194,7 @@ impl Publisher {
             // nothing here needs to be fresh (zero linger, no send-rate limit); the clock
             // is read once the datagram is out, and the heartbeat schedule is re-dated to
             // it (`Core::sent_at`).
-            let before = self.now;
-            let seq = match self.core.offer(before, msg) {
-                Err(OfferError::BackPressure) => {
-                    let now = self.clock();
-                    self.transmit(now, true);
-                    self.core.offer(now, msg)?
-                }
-                other => other?,
-            };
+            let seq = self.offer_at(self.now, msg)?;
             let sent = self.transmit(self.now, true);
             let now = self.clock();
             if sent > 0 {
@@ -211,16 +203,21 @@ impl Publisher {
             return Ok(seq);
         }
         let now = self.clock();
-        let seq = match self.core.offer(now, msg) {
-            Err(OfferError::BackPressure) => {
-                // Send what is queued, then try once more.
-                self.transmit(now, true);
-                self.core.offer(now, msg)?
-            }
-            other => other?,
-        };
-        self.transmit(now, true);
+        let seq = self.offer_at(now, msg)?;
+        self.transmit(self.now, true);
         Ok(seq)
+    }
+
+    /// `msg` to the core at `now`; on back-pressure, send what is queued and try once more.
+    fn offer_at(&mut self, now: Instant, msg: &[u8]) -> Result<u64, OfferError> {
+        match self.core.offer(now, msg) {
+            Err(OfferError::BackPressure) => {
+                let now = self.clock();
+                self.transmit(now, true);
+                self.core.offer(now, msg)
+            }
+            other => other,
+        }
     }
 
     /// Queue `msg` to share a frame with the messages offered after it (natural batching):
@@ -248,14 +245,7 @@ impl Publisher {
         } else {
             self.clock()
         };
-        let seq = match self.core.offer(now, msg) {
-            Err(OfferError::BackPressure) => {
-                let now = self.clock();
-                self.transmit(now, true);
-                self.core.offer(now, msg)?
-            }
-            other => other?,
-        };
+        let seq = self.offer_at(now, msg)?;
         if self.core.full_frames() >= FULL_FRAMES_PER_SEND {
             let now = self.clock();
             self.transmit(now, false);
