@@ -6,7 +6,7 @@
 //! observe except time.
 
 /// Bytes in a cache line on the CPUs this targets.
-pub(crate) const CACHE_LINE: usize = 64;
+const CACHE_LINE: usize = 64;
 
 /// Ask the CPU to start loading every cache line `bytes` touches (the first and last may
 /// be partly outside it) into its caches now, so that writes to them soon after do not
