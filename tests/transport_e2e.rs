@@ -1012,3 +1012,37 @@ fn a_message_after_an_idle_spell_is_not_chased_by_a_heartbeat() {
         "heartbeat_min after the data"
     );
 }
+
+/// A busy-polling subscriber skips the timer work on polls that receive nothing until its
+/// next deadline; NAK timers must still fire on those empty polls. The publisher here
+/// sends nothing after the message that reveals the gap (no heartbeat for a second), so
+/// only the subscriber's own timer can ask for the missed message.
+#[test]
+fn nak_timers_fire_on_polls_that_receive_nothing() {
+    let ch = channel(13);
+    let mut p = publisher(&ch, |o| {
+        o.protocol.heartbeat_min = Duration::from_secs(1);
+        o.protocol.heartbeat_max = Duration::from_secs(10);
+    });
+    p.offer(b"zero").unwrap(); // before the subscriber joins the group: it misses it
+    let mut sub = subscriber(&ch, |_| {});
+    p.offer(b"one").unwrap(); // a young session: the subscriber joins at "zero" and NAKs it
+    let t = Instant::now();
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    while got.len() < 2 {
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "no repair: got {got:?}, {:?}",
+            sub.stats()
+        );
+        let mut on = |e: Event<'_>| {
+            if let Event::Message { payload, .. } = e {
+                got.push(payload.to_vec());
+            }
+        };
+        sub.poll(&mut on, 64).unwrap();
+        p.poll().unwrap();
+    }
+    assert_eq!(got, [b"zero".to_vec(), b"one".to_vec()]);
+    assert!(sub.stats().naks_sent >= 1 && p.stats().heartbeats == 0);
+}
