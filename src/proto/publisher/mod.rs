@@ -171,6 +171,8 @@ struct RepairCopy {
     first_seq: u64,
     /// Ring frames packed into it.
     frames: usize,
+    /// Its length on the wire (trailer included): what a copy costs in tokens.
+    len: usize,
     /// Copies still to send.
     left: u32,
 }
@@ -890,6 +892,7 @@ impl Publisher {
                 self.repair_copy = Some(RepairCopy {
                     first_seq: seq,
                     frames: j - i,
+                    len,
                     left: self.cfg.repair_copies - 1,
                 });
             }
@@ -912,12 +915,22 @@ impl Publisher {
         copy: RepairCopy,
     ) -> Option<Transmit> {
         let trailer = self.keyring.trailer_len();
-        let max_len = self.cfg.mtu.saturating_sub(trailer);
         let skipped = u64::from(copy.left);
-        let Some(i) = self.ring.find(copy.first_seq) else {
+        // Only tokens the queued first repairs do not need: their bytes (an upper bound:
+        // packing drops the appended frames' headers) and a trailer each. Checked before
+        // the datagram is rebuilt, so a skipped copy (every one, under a flood at the cap)
+        // costs no copying or CRC.
+        let reserved = self
+            .queued_repair_bytes
+            .saturating_add((self.repairs.len() * trailer) as u64);
+        let need = (copy.len as u64).saturating_add(reserved);
+        let found = self.ring.find(copy.first_seq);
+        let Some(i) = found.filter(|_| self.repair_bucket.available_up_to(now, need) >= need)
+        else {
             self.stats.repair_copies_skipped += skipped;
             return None;
         };
+        let max_len = self.cfg.mtu.saturating_sub(trailer);
         let first = self.ring.frame(i);
         let mut len = first.len();
         buf[..len].copy_from_slice(first);
@@ -932,16 +945,7 @@ impl Publisher {
             .keyring
             .seal(buf, len)
             .expect("poll_transmit buffers hold mtu bytes");
-        // Only tokens the queued first repairs do not need: their bytes (an upper bound:
-        // packing drops the appended frames' headers) and a trailer each.
-        let reserved = self
-            .queued_repair_bytes
-            .saturating_add((self.repairs.len() * trailer) as u64);
-        let need = (len as u64).saturating_add(reserved);
-        if self.repair_bucket.available_up_to(now, need) < need {
-            self.stats.repair_copies_skipped += skipped;
-            return None;
-        }
+        debug_assert_eq!(len, copy.len, "a copy is its repair, byte for byte");
         let taken = self.repair_bucket.try_take(now, len);
         debug_assert!(taken, "tokens checked");
         self.stats.repair_copies += 1;
