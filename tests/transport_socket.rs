@@ -661,3 +661,119 @@ fn send_slices_gathers_datagrams_from_borrowed_memory() {
     }
     assert_eq!(got, store);
 }
+
+/// Frames of mixed lengths: runs of equal lengths, a shorter one ending a run, lone ones.
+fn mixed_frames() -> Vec<Vec<u8>> {
+    let lens = [
+        100, 100, 100, 100, 100, 60, 200, 200, 200, 150, 150, 1472, 1472, 1472, 1472, 9, 30, 30,
+        30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 31,
+    ];
+    lens.iter()
+        .enumerate()
+        .map(|(i, &n)| (0..n).map(|j| (i * 7 + j) as u8).collect())
+        .collect()
+}
+
+/// Receive `n` datagrams from `rx` (bounded by DEADLINE).
+fn recv_n(rx: &OpenedSocket, n: usize) -> Vec<Vec<u8>> {
+    let mut rb = RecvBatch::new(64, 2048);
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let start = Instant::now();
+    while got.len() < n && start.elapsed() < DEADLINE {
+        if rb.recv(&rx.socket).is_ok() {
+            got.extend(rb.iter().map(|d| d.unwrap().payload.to_vec()));
+        }
+    }
+    got
+}
+
+/// Segmentation offload (UDP GSO): runs of equal-sized frames leave as one send each and
+/// arrive as the same separate datagrams, in order, over loopback multicast.
+#[test]
+fn segmented_sends_arrive_as_separate_datagrams() {
+    let cfg = lo_cfg();
+    let group = group_v4();
+    let rx = open_multicast_receiver(group, &cfg).unwrap();
+    let tx = open_sender(group, &cfg).unwrap();
+    let store = mixed_frames();
+    let frames: Vec<&[u8]> = store.iter().map(|v| v.as_slice()).collect();
+    let mut segment = true;
+    let mut sent = 0;
+    while sent < frames.len() {
+        sent += nakcast::transport::batch::send_slices_segmented(
+            &tx.socket,
+            &frames[sent..],
+            &mut segment,
+        )
+        .unwrap();
+    }
+    assert!(segment, "loopback supports UDP GSO: segmentation stays on");
+    assert_eq!(recv_n(&rx, store.len()), store);
+
+    // The same through a SendBatch, with two datagrams to an explicit destination in the
+    // middle of a run of equal lengths (a run never spans two destinations).
+    let uni = open_unicast_receiver("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
+    let mut sb = SendBatch::new(64, 2048);
+    sb.set_segmentation(true);
+    for (i, f) in store.iter().enumerate() {
+        let dest = (i == 2 || i == 3).then_some(uni.local_addr);
+        sb.push(f, dest).unwrap();
+    }
+    while !sb.is_empty() {
+        sb.send(&tx.socket).unwrap();
+    }
+    assert!(sb.segmentation());
+    let mut expect = store.clone();
+    let to_uni: Vec<Vec<u8>> = expect.drain(2..4).collect();
+    assert_eq!(recv_n(&rx, expect.len()), expect);
+    assert_eq!(recv_n(&uni, 2), to_uni);
+}
+
+/// A socket the kernel will not segment for (`SO_NO_CHECK`: GSO needs the UDP checksum)
+/// refuses the first segmented send: segmentation turns itself off and every frame still
+/// goes, one datagram each.
+#[test]
+fn segmentation_falls_back_when_the_kernel_refuses_it() {
+    use std::os::fd::AsRawFd;
+    let cfg = lo_cfg();
+    let group = group_v4();
+    let rx = open_multicast_receiver(group, &cfg).unwrap();
+    let tx = open_sender(group, &cfg).unwrap();
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a live socket with a pointer to an int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            tx.socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_NO_CHECK: {}", io::Error::last_os_error());
+    let store = mixed_frames();
+    let frames: Vec<&[u8]> = store.iter().map(|v| v.as_slice()).collect();
+    let mut segment = true;
+    let mut sent = 0;
+    while sent < frames.len() {
+        sent += nakcast::transport::batch::send_slices_segmented(
+            &tx.socket,
+            &frames[sent..],
+            &mut segment,
+        )
+        .unwrap();
+    }
+    assert!(!segment, "the kernel refused GSO on this socket");
+    let mut sb = SendBatch::new(64, 2048);
+    sb.set_segmentation(true);
+    for f in &store {
+        sb.push(f, None).unwrap();
+    }
+    while !sb.is_empty() {
+        sb.send(&tx.socket).unwrap();
+    }
+    assert!(!sb.segmentation());
+    let mut expect = store.clone();
+    expect.extend(store.iter().cloned());
+    assert_eq!(recv_n(&rx, expect.len()), expect);
+}

@@ -64,7 +64,7 @@ pub fn check_payload(buf: &[u8]) -> Option<u64> {
     nakcast pub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 5000000 --size 32\n  \
     nakcast pub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 1000000 --size 1024 --raw\n\n\
     JSON (--json, last line of stdout): sent, bytes, naks_received, retransmitted, repair_copies_sent, unavailable,\n\
-    elapsed_s, msgs_per_s, auth_failures (and raw: true with --raw).")]
+    elapsed_s, msgs_per_s, auth_failures, gso (whether segmentation offload stayed on) (and raw: true with --raw).")]
 pub struct PubArgs {
     #[command(flatten)]
     channel: ChannelArgs,
@@ -106,6 +106,12 @@ pub struct PubArgs {
     /// baseline for throughput; receive with `sub --raw`).
     #[arg(long, conflicts_with_all = ["stdin"])]
     raw: bool,
+    /// Segmentation offload (UDP GSO): send each burst of equal-sized datagrams as one
+    /// buffer that the kernel cuts into the same datagrams. Default: on for the protocol
+    /// (it turns itself off where the kernel refuses it), off with --raw (the plain
+    /// `sendmmsg` path of any UDP application; `--raw --gso on` is the GSO baseline).
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    gso: Option<bool>,
     /// Print one JSON object on the last line of stdout instead of a status line.
     #[arg(long)]
     json: bool,
@@ -172,6 +178,7 @@ pub fn run_pub(a: PubArgs) -> Result<(), CliError> {
     }
     let mut opts = PublisherOptions::new(a.channel.channel());
     opts.socket.source_port = a.source_port;
+    opts.socket.segmentation_offload = a.gso.unwrap_or(true);
     opts.protocol.auth = a.auth.config()?;
     if let Some(b) = a.ring_bytes {
         opts.protocol.ring_bytes = b;
@@ -239,6 +246,7 @@ pub fn run_pub(a: PubArgs) -> Result<(), CliError> {
         "data_frames": s.data_frames,
         "heartbeats": s.heartbeats,
         "send_errors": publisher.send_errors(),
+        "gso": publisher.segmentation_offload(),
         "session": format!("{:016x}", publisher.session()),
         "auth_failures": s.auth_failures,
     });
@@ -408,9 +416,11 @@ fn run_pub_raw(a: &PubArgs) -> Result<(), CliError> {
         ..SocketConfig::default()
     };
     let opened = nakcast::transport::open_sender(ch.endpoint, &cfg)?;
+    let mut batch = SendBatch::new(32, (a.size as usize).max(64));
+    batch.set_segmentation(a.gso.unwrap_or(false));
     let mut sink = RawSink {
         socket: opened.socket,
-        batch: SendBatch::new(32, (a.size as usize).max(64)),
+        batch,
         errors: 0,
     };
     let mut status = StatusLine::new(!a.json);
@@ -434,6 +444,7 @@ fn run_pub_raw(a: &PubArgs) -> Result<(), CliError> {
             "elapsed_s": r3(elapsed),
             "msgs_per_s": r3(msgs_per_s),
             "send_errors": sink.errors,
+            "gso": sink.batch.segmentation(),
             "raw": true,
         }));
     } else {
@@ -442,6 +453,15 @@ fn run_pub_raw(a: &PubArgs) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+/// `on` or `off`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, got {s:?}")),
+    }
 }
 
 /// `--raw` is plain UDP: there is no frame to authenticate.

@@ -488,16 +488,109 @@ impl RecvBatch {
 // Send
 // ---------------------------------------------------------------------------
 
-/// After a send system call failed having sent `sent` datagrams before it: `None` to retry
-/// (interrupted), or what the caller returns: `Ok(sent)` when the kernel pushes back or
-/// something was already sent, the error otherwise.
-fn send_failure(sent: usize) -> Option<io::Result<usize>> {
-    let e = io::Error::last_os_error();
+/// After a send system call failed with `e`, having sent `sent` datagrams before it: `None`
+/// to retry (interrupted), or what the caller returns: `Ok(sent)` when the kernel pushes
+/// back or something was already sent, the error otherwise.
+fn send_failure_of(e: io::Error, sent: usize) -> Option<io::Result<usize>> {
     match e.kind() {
         io::ErrorKind::Interrupted => None,
         io::ErrorKind::WouldBlock => Some(Ok(sent)),
         _ if sent > 0 => Some(Ok(sent)),
         _ => Some(Err(e)),
+    }
+}
+
+/// [`send_failure_of`] the calling thread's last OS error.
+fn send_failure(sent: usize) -> Option<io::Result<usize>> {
+    send_failure_of(io::Error::last_os_error(), sent)
+}
+
+// ---------------------------------------------------------------------------
+// Segmentation offload (UDP GSO, Linux 4.18+)
+// ---------------------------------------------------------------------------
+//
+// One `sendmsg` with a `UDP_SEGMENT` control message carries several datagrams of one
+// size (the last may be shorter) through the network stack as one buffer; the kernel
+// (or the NIC) cuts it into ordinary datagrams at the end, so receivers see no
+// difference. The per-datagram cost of the send path (route, netfilter, queueing) is
+// paid once per run instead of once per datagram.
+
+/// `UDP_SEGMENT` from `linux/udp.h` (level `SOL_UDP`): the segment size of a GSO send.
+/// The `libc` crate defines it only for some C libraries.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Most payload bytes one GSO send may carry: the largest UDP payload of an IPv4
+/// datagram (65 535 less the 20-byte IP and 8-byte UDP headers).
+pub const GSO_MAX_BYTES: usize = 65_507;
+
+/// Most datagrams one GSO send may carry (the kernel's `UDP_MAX_SEGMENTS`, 64 before
+/// Linux 6.10 and 128 since).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+
+/// How many datagrams, from the first, can leave as one GSO send: every one as long as
+/// the first, then at most one shorter (which ends the run), while `joins(k)` (e.g. the
+/// same destination) and within [`GSO_MAX_BYTES`] and [`GSO_MAX_SEGMENTS`]. Always at
+/// least 1 when `n > 0`.
+fn gso_run(n: usize, len: impl Fn(usize) -> usize, joins: impl Fn(usize) -> bool) -> usize {
+    let first = len(0);
+    let mut total = first;
+    let mut k = 1;
+    while k < n.min(GSO_MAX_SEGMENTS) {
+        let l = len(k);
+        if l == 0 || l > first || total + l > GSO_MAX_BYTES || !joins(k) {
+            break;
+        }
+        total += l;
+        k += 1;
+        if l < first {
+            break;
+        }
+    }
+    k
+}
+
+/// Whether an error from a send that carried a `UDP_SEGMENT` control message means the
+/// path cannot segment: an old kernel (`EINVAL`, `ENOPROTOOPT`), a device without
+/// checksum offload (`EIO`), a segment over the device MTU (`EINVAL`), or a run the
+/// kernel finds too long (`EMSGSIZE`). The caller then sends one datagram per frame.
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP | libc::EMSGSIZE)
+    )
+}
+
+/// Room for one control message carrying a `u16` (`CMSG_SPACE(2)` is 24 bytes on 64-bit
+/// Linux), aligned for `cmsghdr`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct SegmentCmsg([u8; 32]);
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl SegmentCmsg {
+    const ZERO: SegmentCmsg = SegmentCmsg([0; 32]);
+
+    /// Write a `UDP_SEGMENT` control message of `size` into this buffer and point `hdr`'s
+    /// control fields at it.
+    fn attach(&mut self, hdr: &mut libc::msghdr, size: u16) {
+        // SAFETY: CMSG_SPACE only computes a length.
+        let space = unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as _) } as usize;
+        debug_assert!(space <= self.0.len());
+        hdr.msg_control = self.0.as_mut_ptr().cast();
+        hdr.msg_controllen = space as _;
+        // SAFETY: `hdr` names this buffer, 8-byte aligned and at least `space` bytes
+        // long, so CMSG_FIRSTHDR returns its start (non-null) and the header and its
+        // 2-byte payload both lie inside it; the payload may be unaligned, hence
+        // write_unaligned.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(hdr);
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as _) as _;
+            ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
+        }
     }
 }
 
@@ -510,6 +603,20 @@ pub const MAX_GATHER: usize = 32;
 /// fewer than asked when the kernel pushes back (`WouldBlock` is never an error). Any
 /// other error is returned only if nothing was sent. Allocates nothing.
 pub fn send_slices<S: AsFd>(socket: &S, frames: &[&[u8]]) -> io::Result<usize> {
+    send_slices_segmented(socket, frames, &mut false)
+}
+
+/// [`send_slices`] with segmentation offload while `*segment` is `true` (Linux/Android):
+/// consecutive frames of one length, then at most one shorter, leave as one GSO send
+/// (still one `sendmmsg(2)` for all of them), which receivers get as the same separate
+/// datagrams. If the kernel refuses a segmented send (no GSO on the path, see
+/// [`gso_refused`]), `*segment` is set to `false` and the frames go one datagram each, so
+/// the caller can keep the flag for its socket. Elsewhere the flag is ignored.
+pub fn send_slices_segmented<S: AsFd>(
+    socket: &S,
+    frames: &[&[u8]],
+    segment: &mut bool,
+) -> io::Result<usize> {
     let frames = &frames[..frames.len().min(MAX_GATHER)];
     if frames.is_empty() {
         return Ok(0);
@@ -521,40 +628,60 @@ pub fn send_slices<S: AsFd>(socket: &S, frames: &[&[u8]]) -> io::Result<usize> {
         let mut iovecs: [libc::iovec; MAX_GATHER] = unsafe { mem::zeroed() };
         // SAFETY: as above.
         let mut hdrs: [libc::mmsghdr; MAX_GATHER] = unsafe { mem::zeroed() };
+        let mut cmsgs = [SegmentCmsg::ZERO; MAX_GATHER];
+        let mut runs = [0usize; MAX_GATHER];
         for (i, f) in frames.iter().enumerate() {
             iovecs[i].iov_base = f.as_ptr() as *mut libc::c_void;
             iovecs[i].iov_len = f.len();
         }
-        for (i, h) in hdrs.iter_mut().enumerate().take(frames.len()) {
-            h.msg_hdr.msg_iov = &mut iovecs[i];
-            h.msg_hdr.msg_iovlen = 1;
-        }
         let mut sent = 0;
         while sent < frames.len() {
-            // SAFETY: hdrs[sent..frames.len()] are initialised mmsghdrs with no address
-            // (a connected socket), each naming one iovec over a live `&[u8]` borrowed
-            // for this whole call; the kernel only reads the payloads and writes
-            // `msg_len`. Both arrays live on this stack frame until the call returns.
+            // One message per run of frames (one frame each without segmentation).
+            let (mut msgs, mut i) = (0, sent);
+            while i < frames.len() {
+                let run = if *segment {
+                    gso_run(frames.len() - i, |k| frames[i + k].len(), |_| true)
+                } else {
+                    1
+                };
+                // SAFETY: all-zero is a valid mmsghdr.
+                hdrs[msgs] = unsafe { mem::zeroed() };
+                let h = &mut hdrs[msgs].msg_hdr;
+                h.msg_iov = &mut iovecs[i];
+                h.msg_iovlen = run as _;
+                if run > 1 {
+                    cmsgs[msgs].attach(h, frames[i].len() as u16);
+                }
+                runs[msgs] = run;
+                msgs += 1;
+                i += run;
+            }
+            // SAFETY: hdrs[..msgs] are initialised mmsghdrs with no address (a connected
+            // socket), each naming `runs[m]` consecutive iovecs over live `&[u8]`s
+            // borrowed for this whole call and, for a run, a control message in
+            // `cmsgs[m]`; the kernel only reads the payloads and control messages and
+            // writes `msg_len`. All arrays live on this stack frame until the call returns.
             let r = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    hdrs.as_mut_ptr().add(sent),
-                    (frames.len() - sent) as _,
-                    libc::MSG_DONTWAIT as _,
-                )
+                libc::sendmmsg(fd, hdrs.as_mut_ptr(), msgs as _, libc::MSG_DONTWAIT as _)
             };
             if r < 0 {
-                match send_failure(sent) {
+                let e = io::Error::last_os_error();
+                if runs[0] > 1 && gso_refused(&e) {
+                    *segment = false;
+                    continue;
+                }
+                match send_failure_of(e, sent) {
                     None => continue,
                     Some(result) => return result,
                 }
             }
-            sent += r as usize;
+            sent += runs[..r as usize].iter().sum::<usize>();
         }
         Ok(sent)
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
+        let _ = segment;
         let mut sent = 0;
         while sent < frames.len() {
             let f = frames[sent];
@@ -619,6 +746,14 @@ pub struct SendBatch {
     iovecs: Box<[libc::iovec]>,
     #[cfg(any(target_os = "linux", target_os = "android"))]
     hdrs: Box<[libc::mmsghdr]>,
+    /// One control-message buffer per message of a `sendmmsg` (segmentation).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    cmsgs: Box<[SegmentCmsg]>,
+    /// Datagrams in each message of the last `sendmmsg` (1 unless segmented).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    runs: Box<[usize]>,
+    /// Send runs of equal-sized datagrams as GSO sends ([`SendBatch::set_segmentation`]).
+    segment: bool,
     /// First unsent slot.
     head: usize,
     /// One past the last queued slot.
@@ -677,6 +812,11 @@ impl SendBatch {
             hdrs: (0..count)
                 .map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() })
                 .collect(),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            cmsgs: vec![SegmentCmsg::ZERO; count].into_boxed_slice(),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            runs: vec![0; count].into_boxed_slice(),
+            segment: false,
             head: 0,
             tail: 0,
         }
@@ -685,6 +825,36 @@ impl SendBatch {
     /// Number of slots.
     pub fn capacity(&self) -> usize {
         self.lens.len()
+    }
+
+    /// Send runs of queued datagrams that share a length (the last may be shorter) and a
+    /// destination as one GSO send each, still one `sendmmsg(2)` per [`send`](Self::send)
+    /// (Linux/Android; ignored elsewhere). Receivers see the same separate datagrams. Off
+    /// by default. If the kernel refuses a segmented send (no GSO on the path), the batch
+    /// turns it off again and sends one datagram per slot: see
+    /// [`segmentation`](Self::segmentation).
+    ///
+    /// ```
+    /// # use nakcast::transport::batch::SendBatch;
+    /// let mut batch = SendBatch::new(32, 1472);
+    /// batch.set_segmentation(true);
+    /// assert!(batch.segmentation());
+    /// ```
+    pub fn set_segmentation(&mut self, on: bool) {
+        self.segment = on;
+    }
+
+    /// Whether runs are sent segmented: set by [`set_segmentation`](Self::set_segmentation),
+    /// cleared when the kernel refused a segmented send.
+    pub fn segmentation(&self) -> bool {
+        self.segment
+    }
+
+    /// Whether slots `a` and `b` go to the same destination.
+    fn same_dest(&self, a: usize, b: usize) -> bool {
+        let (la, lb) = (self.dest_lens[a], self.dest_lens[b]);
+        la == lb
+            && (la == 0 || read_sockaddr(&self.dests[a], la) == read_sockaddr(&self.dests[b], lb))
     }
 
     /// Bytes available per datagram.
@@ -841,44 +1011,65 @@ impl SendBatch {
                 self.iovecs[i].iov_base = unsafe { base.add(i * cap) }.cast();
                 self.iovecs[i].iov_len = self.lens[i];
             }
-            let iov_ptr = self.iovecs.as_mut_ptr();
-            let dest_ptr = self.dests.as_mut_ptr();
-            for i in h0..t0 {
-                let h = &mut self.hdrs[i];
+            // One message per run of slots (one slot each without segmentation), packed
+            // from hdrs[0].
+            let (mut msgs, mut i) = (0, h0);
+            while i < t0 {
+                let run = if self.segment {
+                    gso_run(t0 - i, |k| self.lens[i + k], |k| self.same_dest(i, i + k))
+                } else {
+                    1
+                };
                 let dl = self.dest_lens[i];
-                h.msg_hdr.msg_name = if dl == 0 {
+                let name = if dl == 0 {
                     ptr::null_mut()
                 } else {
-                    // SAFETY: i < count == dests.len().
-                    unsafe { dest_ptr.add(i) }.cast()
+                    (&mut self.dests[i] as *mut libc::sockaddr_storage).cast()
                 };
+                let h = &mut self.hdrs[msgs];
+                h.msg_len = 0;
+                h.msg_hdr.msg_name = name;
                 h.msg_hdr.msg_namelen = dl;
-                // SAFETY: i < count == iovecs.len().
-                h.msg_hdr.msg_iov = unsafe { iov_ptr.add(i) };
-                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_iov = &mut self.iovecs[i];
+                h.msg_hdr.msg_iovlen = run as _;
                 h.msg_hdr.msg_control = ptr::null_mut();
                 h.msg_hdr.msg_controllen = 0;
                 h.msg_hdr.msg_flags = 0;
-                h.msg_len = 0;
+                if run > 1 {
+                    self.cmsgs[msgs].attach(&mut h.msg_hdr, self.lens[i] as u16);
+                }
+                self.runs[msgs] = run;
+                msgs += 1;
+                i += run;
             }
-            // SAFETY: h0 < t0 <= count, so the offset is in bounds.
-            let hdr_ptr = unsafe { self.hdrs.as_mut_ptr().add(h0) };
-            // SAFETY: `hdr_ptr` points to t0-h0 initialised mmsghdrs, each
-            // referencing an iovec over `lens[i]` (<= cap) initialised bytes of
-            // its slot and either no address or `dests[i]` with its length.
-            // All memory is owned by `self`, exclusively borrowed for the
-            // call, so it cannot be freed, moved or aliased meanwhile; the
-            // kernel only reads the payloads and writes `msg_len`.
-            let r = unsafe { libc::sendmmsg(fd, hdr_ptr, (t0 - h0) as _, libc::MSG_DONTWAIT as _) };
+            // SAFETY: hdrs[..msgs] are initialised mmsghdrs, each referencing `runs[m]`
+            // consecutive iovecs over `lens[i]` (<= cap) initialised bytes of their
+            // slots, either no address or `dests[i]` with its length, and for a run a
+            // control message in `cmsgs[m]`. All memory is owned by `self`, exclusively
+            // borrowed for the call, so it cannot be freed, moved or aliased meanwhile;
+            // the kernel only reads the payloads and writes `msg_len`.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs.as_mut_ptr(),
+                    msgs as _,
+                    libc::MSG_DONTWAIT as _,
+                )
+            };
             if r < 0 {
-                match send_failure(sent) {
+                let e = io::Error::last_os_error();
+                if self.runs[0] > 1 && gso_refused(&e) {
+                    self.segment = false;
+                    continue;
+                }
+                match send_failure_of(e, sent) {
                     None => continue,
                     Some(result) => return result,
                 }
             }
-            let r = r as usize;
-            sent += r;
-            self.advance(r);
+            let n = self.runs[..r as usize].iter().sum::<usize>();
+            sent += n;
+            self.advance(n);
         }
         Ok(sent)
     }
@@ -939,6 +1130,20 @@ mod tests {
             let l = write_sockaddr(&a, &mut st);
             assert_eq!(read_sockaddr(&st, l), a);
         }
+    }
+
+    #[test]
+    fn gso_runs_take_equal_lengths_then_one_shorter() {
+        let run = |lens: &[usize]| gso_run(lens.len(), |k| lens[k], |_| true);
+        assert_eq!(run(&[100]), 1);
+        assert_eq!(run(&[100, 100, 100]), 3);
+        assert_eq!(run(&[100, 100, 60, 60]), 3); // a shorter one ends the run
+        assert_eq!(run(&[100, 200, 200]), 1); // a longer one cannot follow
+        assert_eq!(run(&[100, 0, 100]), 1);
+        assert_eq!(run(&[1472; 60]), GSO_MAX_BYTES / 1472); // 44: within 64 KiB
+        assert_eq!(run(&[32; 100]), GSO_MAX_SEGMENTS);
+        let lens = [50; 8];
+        assert_eq!(gso_run(8, |k| lens[k], |k| k < 5), 5); // e.g. another destination
     }
 
     #[test]

@@ -102,6 +102,8 @@ pub struct Publisher {
     /// `offer` reads the clock after its `send`, not before: the protocol needs no fresh
     /// time to send a message at once when `linger` is zero and no `send_rate` is set.
     clock_after_send: bool,
+    /// Send runs of full frames from the ring as GSO sends; cleared if the kernel refuses.
+    segment: bool,
     warnings: Vec<SocketWarning>,
     buffer_clamps: u64,
     send_errors: u64,
@@ -152,17 +154,21 @@ impl Publisher {
         }
         let mtu = core.config().mtu;
         let clock_after_send = core.config().linger.is_zero() && core.config().send_rate.is_none();
+        let segment = opts.socket.segmentation_offload;
+        let mut send = SendBatch::new(32, mtu);
+        send.set_segmentation(segment);
         Ok(Self {
             core,
             local_addr: data.local_addr,
             data: data.socket,
             replies: replies.map(|r| r.socket),
             multicast,
-            send: SendBatch::new(32, mtu),
+            send,
             recv: RecvBatch::new(32, 2048),
             frame: vec![0; mtu],
             now: Instant::now(),
             clock_after_send,
+            segment,
             buffer_clamps: socket::buffer_clamps(&warnings),
             warnings,
             send_errors: 0,
@@ -443,16 +449,17 @@ impl Publisher {
             if n == 0 {
                 return sent;
             }
-            let done = match batch::send_slices(&self.data, &frames[..n]) {
-                Ok(k) => k,
-                Err(_) => {
-                    // Refused (e.g. EPERM from a firewall): the first is dropped and
-                    // counted; receivers will NAK it.
-                    self.send_errors += 1;
-                    self.core.data_sent(now, 1);
-                    continue;
-                }
-            };
+            let done =
+                match batch::send_slices_segmented(&self.data, &frames[..n], &mut self.segment) {
+                    Ok(k) => k,
+                    Err(_) => {
+                        // Refused (e.g. EPERM from a firewall): the first is dropped and
+                        // counted; receivers will NAK it.
+                        self.send_errors += 1;
+                        self.core.data_sent(now, 1);
+                        continue;
+                    }
+                };
             self.core.data_sent(now, done);
             sent += done;
             if done < n {
@@ -629,6 +636,24 @@ impl Publisher {
     /// ```
     pub fn buffer_clamps(&self) -> u64 {
         self.buffer_clamps
+    }
+
+    /// Whether bursts of frames still go out with segmentation offload (UDP GSO): `false`
+    /// when [`SocketConfig::segmentation_offload`](super::SocketConfig::segmentation_offload)
+    /// is off, or once the kernel refused a segmented send on this path (every frame then
+    /// goes as its own datagram, as it would without GSO).
+    ///
+    /// ```
+    /// # use nakcast::{Publisher, PublisherOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// let mut opts = PublisherOptions::new(channel);
+    /// opts.socket.segmentation_offload = false;
+    /// let publisher = Publisher::new(opts)?;
+    /// assert!(!publisher.segmentation_offload());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn segmentation_offload(&self) -> bool {
+        self.segment && self.send.segmentation()
     }
 
     /// The protocol core, for inspection.

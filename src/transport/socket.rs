@@ -130,6 +130,12 @@ pub struct SocketConfig {
     pub send_buffer: usize,
     /// Source port for senders; `0` picks an ephemeral port. Default: `0`.
     pub source_port: u16,
+    /// Senders: send runs of equal-sized frames (a burst of full frames, a repair) as one
+    /// UDP segmentation-offload (GSO) send each, which the kernel or the NIC cuts into the
+    /// same datagrams receivers would otherwise get (Linux 4.18+; elsewhere ignored). It
+    /// turns itself off if the kernel refuses it on the path. A lone message is sent on
+    /// its own either way. Default: `true`.
+    pub segmentation_offload: bool,
 }
 
 impl Default for SocketConfig {
@@ -143,6 +149,7 @@ impl Default for SocketConfig {
             recv_buffer: DEFAULT_BUFFER_SIZE,
             send_buffer: DEFAULT_BUFFER_SIZE,
             source_port: 0,
+            segmentation_offload: true,
         }
     }
 }
