@@ -676,15 +676,23 @@ fn mixed_frames() -> Vec<Vec<u8>> {
 
 /// Receive `n` datagrams from `rx` (bounded by DEADLINE).
 fn recv_n(rx: &OpenedSocket, n: usize) -> Vec<Vec<u8>> {
-    let mut rb = RecvBatch::new(64, 2048);
+    recv_n_with(rx, n, &mut RecvBatch::new(64, 2048)).0
+}
+
+/// Receive `n` datagrams from `rx` into `rb`; also returns how many buffers they took.
+fn recv_n_with(rx: &OpenedSocket, n: usize, rb: &mut RecvBatch) -> (Vec<Vec<u8>>, usize) {
     let mut got: Vec<Vec<u8>> = Vec::new();
+    let mut buffers = 0;
     let start = Instant::now();
     while got.len() < n && start.elapsed() < DEADLINE {
-        if rb.recv(&rx.socket).is_ok() {
+        if let Ok(k) = rb.recv(&rx.socket) {
+            assert_eq!(k, rb.len());
+            assert_eq!(rb.iter().len(), k);
+            buffers += rb.buffers_used();
             got.extend(rb.iter().map(|d| d.unwrap().payload.to_vec()));
         }
     }
-    got
+    (got, buffers)
 }
 
 /// Segmentation offload (UDP GSO): runs of equal-sized frames leave as one send each and
@@ -776,4 +784,43 @@ fn segmentation_falls_back_when_the_kernel_refuses_it() {
     let mut expect = store.clone();
     expect.extend(store.iter().cloned());
     assert_eq!(recv_n(&rx, expect.len()), expect);
+}
+
+/// Receive coalescing (UDP GRO): segmented runs arrive several to a buffer and are handed
+/// out as the same separate datagrams, in order; lone datagrams are unaffected.
+#[test]
+fn coalesced_receives_hand_out_the_same_datagrams() {
+    use nakcast::transport::batch::COALESCED_CAPACITY;
+    let cfg = lo_cfg();
+    let group = group_v4();
+    let rx = open_multicast_receiver(group, &cfg).unwrap();
+    let tx = open_sender(group, &cfg).unwrap();
+    let mut rb = RecvBatch::new(8, COALESCED_CAPACITY);
+    rb.set_coalescing(&rx.socket, true).unwrap();
+    assert!(rb.coalescing());
+    let store = mixed_frames();
+    let frames: Vec<&[u8]> = store.iter().map(|v| v.as_slice()).collect();
+    let mut segment = true;
+    let mut sent = 0;
+    while sent < frames.len() {
+        sent += nakcast::transport::batch::send_slices_segmented(
+            &tx.socket,
+            &frames[sent..],
+            &mut segment,
+        )
+        .unwrap();
+    }
+    let (got, buffers) = recv_n_with(&rx, store.len(), &mut rb);
+    assert_eq!(got, store);
+    assert!(
+        buffers < store.len() / 2,
+        "{} datagrams took {buffers} buffers: not coalesced",
+        store.len()
+    );
+    // Lone datagrams, one per buffer.
+    for f in &frames[..3] {
+        tx.socket.send(f).unwrap();
+    }
+    let (got, buffers) = recv_n_with(&rx, 3, &mut rb);
+    assert_eq!((got.as_slice(), buffers), (&store[..3], 3));
 }

@@ -162,6 +162,51 @@ struct RecvSlot {
     len: usize,
     addr_len: libc::socklen_t,
     truncated: bool,
+    /// Coalesced receive (UDP GRO): the size of each datagram in the buffer but the last,
+    /// which may be shorter. 0: the buffer holds one datagram.
+    segment: usize,
+}
+
+impl RecvSlot {
+    /// Datagrams this buffer holds.
+    fn datagrams(&self) -> usize {
+        if self.truncated || self.segment == 0 || self.len == 0 {
+            1
+        } else {
+            self.len.div_ceil(self.segment)
+        }
+    }
+}
+
+/// The smallest per-buffer capacity that can take a coalesced receive
+/// ([`RecvBatch::set_coalescing`]): the largest UDP payload.
+pub const COALESCED_CAPACITY: usize = 65_535;
+
+/// `UDP_GRO` from `linux/udp.h` (level `SOL_UDP`): receive coalescing on a socket, and the
+/// control message giving the size of the coalesced datagrams. The `libc` crate defines it
+/// only for some C libraries.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const UDP_GRO: libc::c_int = 104;
+
+/// The segment size in a received `UDP_GRO` control message, or 0 if there is none.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn gro_segment(hdr: &libc::msghdr) -> usize {
+    let mut segment = 0;
+    // SAFETY: `hdr` names a control buffer owned by the batch, and the kernel set
+    // `msg_controllen` to what it wrote there (at most the buffer's size), so CMSG_FIRSTHDR
+    // and CMSG_NXTHDR return headers inside it or null; a header's payload may be
+    // unaligned, hence read_unaligned.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let v = ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                segment = usize::try_from(v).unwrap_or(0);
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    segment
 }
 
 /// A preallocated batch of receive buffers.
@@ -194,8 +239,15 @@ pub struct RecvBatch {
     iovecs: Box<[libc::iovec]>,
     #[cfg(any(target_os = "linux", target_os = "android"))]
     hdrs: Box<[libc::mmsghdr]>,
-    /// Datagrams held from the last receive.
+    /// One control-message buffer per slot (coalesced receives).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    cmsgs: Box<[SegmentCmsg]>,
+    /// Receive coalescing is on ([`RecvBatch::set_coalescing`]).
+    coalesce: bool,
+    /// Buffers filled by the last receive.
     filled: usize,
+    /// Datagrams held from the last receive (more than `filled` when coalesced).
+    datagrams: usize,
     truncated_total: u64,
     /// The last adaptive receive found data: the next one tries a whole batch.
     bursting: bool,
@@ -255,15 +307,90 @@ impl RecvBatch {
             hdrs: (0..count)
                 .map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() })
                 .collect(),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            cmsgs: vec![SegmentCmsg::ZERO; count].into_boxed_slice(),
+            coalesce: false,
             filled: 0,
+            datagrams: 0,
             truncated_total: 0,
             bursting: false,
         }
     }
 
-    /// Maximum datagrams per receive call.
+    /// Buffers per receive call: the most datagrams one call takes, unless coalesced
+    /// receives ([`set_coalescing`](Self::set_coalescing)) put several in one buffer.
     pub fn capacity(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Buffers the last receive filled (at most [`capacity`](Self::capacity); all of them
+    /// suggests more is waiting in the socket).
+    pub fn buffers_used(&self) -> usize {
+        self.filled
+    }
+
+    /// Receive coalescing (UDP GRO, Linux 5.0+) on `socket` for this batch: a burst of
+    /// datagrams of one size from one sender, e.g. one segmentation-offload send, arrives
+    /// in one buffer, and [`iter`](Self::iter) hands out the same separate datagrams. It
+    /// saves the kernel splitting the burst and queueing each datagram. Needs buffers of
+    /// at least [`COALESCED_CAPACITY`] bytes (`InvalidInput` otherwise); fails, leaving it
+    /// off, where the kernel has no UDP GRO.
+    ///
+    /// ```
+    /// # use nakcast::transport::batch::{RecvBatch, COALESCED_CAPACITY};
+    /// let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// let mut batch = RecvBatch::new(32, COALESCED_CAPACITY);
+    /// if batch.set_coalescing(&socket, true).is_ok() {
+    ///     assert!(batch.coalescing());
+    /// }
+    /// assert!(RecvBatch::new(32, 2048).set_coalescing(&socket, true).is_err()); // too small
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_coalescing<S: AsFd>(&mut self, socket: &S, on: bool) -> io::Result<()> {
+        if on && self.cap < COALESCED_CAPACITY {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "coalesced receives need buffers of {COALESCED_CAPACITY} bytes, not {}",
+                    self.cap
+                ),
+            ));
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let v = libc::c_int::from(on);
+            // SAFETY: setsockopt on a live descriptor with a pointer to an int and its size.
+            let r = unsafe {
+                libc::setsockopt(
+                    socket.as_fd().as_raw_fd(),
+                    libc::SOL_UDP,
+                    UDP_GRO,
+                    (&v as *const libc::c_int).cast(),
+                    mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            self.coalesce = on;
+            Ok(())
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let _ = socket;
+            if on {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "coalesced receives need Linux",
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    /// Whether receive coalescing is on (see [`set_coalescing`](Self::set_coalescing)).
+    pub fn coalescing(&self) -> bool {
+        self.coalesce
     }
 
     /// Bytes available per datagram; larger datagrams are reported as
@@ -274,12 +401,12 @@ impl RecvBatch {
 
     /// Number of datagrams (whole or truncated) held from the last receive.
     pub fn len(&self) -> usize {
-        self.filled
+        self.datagrams
     }
 
     /// `true` if the last receive produced nothing.
     pub fn is_empty(&self) -> bool {
-        self.filled == 0
+        self.datagrams == 0
     }
 
     /// Total truncated datagrams seen by this batch since creation.
@@ -290,30 +417,19 @@ impl RecvBatch {
     /// Datagram `i` of the last receive: `Ok` if whole, `Err` if it was
     /// truncated. `None` if `i >= len()`.
     pub fn get(&self, i: usize) -> Option<Result<Datagram<'_>, Truncated>> {
-        if i >= self.filled {
-            return None;
-        }
-        let slot = &self.slots[i];
-        let source = read_sockaddr(&self.addrs[i], slot.addr_len);
-        if slot.truncated {
-            return Some(Err(Truncated {
-                source,
-                len: slot.len.max(self.cap),
-                capacity: self.cap,
-            }));
-        }
-        let start = i * self.cap;
-        Some(Ok(Datagram {
-            source,
-            payload: &self.buf[start..start + slot.len],
-        }))
+        self.iter().nth(i)
     }
 
-    /// Iterates over the datagrams of the last receive, in arrival order.
+    /// Iterates over the datagrams of the last receive, in arrival order (a coalesced
+    /// buffer as the separate datagrams it holds).
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Result<Datagram<'_>, Truncated>> + '_ {
-        (0..self.filled).map(move |i| self.get(i).expect("index below filled"))
+        Datagrams {
+            batch: self,
+            slot: 0,
+            offset: 0,
+            left: self.datagrams,
+        }
     }
-
     /// Receives up to [`capacity`](Self::capacity) datagrams without
     /// blocking, replacing the previous contents.
     ///
@@ -361,19 +477,30 @@ impl RecvBatch {
         }
     }
 
-    fn finish_slot(&mut self, i: usize, len: usize, addr_len: libc::socklen_t, msg_flags: i32) {
+    fn finish_slot(
+        &mut self,
+        i: usize,
+        len: usize,
+        addr_len: libc::socklen_t,
+        msg_flags: i32,
+        segment: usize,
+    ) {
         let truncated = (msg_flags & libc::MSG_TRUNC) != 0 || len > self.cap;
         self.truncated_total += u64::from(truncated);
-        self.slots[i] = RecvSlot {
+        let slot = RecvSlot {
             len,
             addr_len,
             truncated,
+            segment,
         };
+        self.datagrams += slot.datagrams();
+        self.slots[i] = slot;
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn recv_mmsg(&mut self, fd: RawFd, max: usize) -> io::Result<usize> {
         self.filled = 0;
+        self.datagrams = 0;
         let n = max.min(self.slots.len());
         let cap = self.cap;
         // Pointers are derived afresh from the owning boxes on every call, in
@@ -401,6 +528,12 @@ impl RecvBatch {
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
+        if self.coalesce {
+            for (h, c) in self.hdrs.iter_mut().zip(self.cmsgs.iter_mut()).take(n) {
+                h.msg_hdr.msg_control = c.0.as_mut_ptr().cast();
+                h.msg_hdr.msg_controllen = c.0.len() as _;
+            }
+        }
         let hdr_ptr = self.hdrs.as_mut_ptr();
         let r = loop {
             // SAFETY: `hdr_ptr` points to `n` initialised mmsghdrs; each
@@ -408,7 +541,8 @@ impl RecvBatch {
             // `buf` and one sockaddr_storage of STORAGE_LEN bytes. All of that
             // memory is owned by `self`, which is exclusively borrowed for the
             // whole call, so nothing else aliases it and it cannot be freed or
-            // moved while the kernel writes. A null timeout is allowed.
+            // moved while the kernel writes; so is the control buffer each names
+            // when coalescing. A null timeout is allowed.
             let r =
                 unsafe { libc::recvmmsg(fd, hdr_ptr, n as _, RECV_FLAGS as _, ptr::null_mut()) };
             if r < 0 {
@@ -427,10 +561,15 @@ impl RecvBatch {
                 h.msg_hdr.msg_namelen,
                 h.msg_hdr.msg_flags,
             );
-            self.finish_slot(i, len, alen, flags);
+            let segment = if self.coalesce {
+                gro_segment(&h.msg_hdr)
+            } else {
+                0
+            };
+            self.finish_slot(i, len, alen, flags, segment);
         }
         self.filled = r;
-        Ok(r)
+        Ok(self.datagrams)
     }
 
     /// Like [`recv`](Self::recv) but with one `recvmsg(2)` system call per
@@ -445,6 +584,7 @@ impl RecvBatch {
     fn recv_up_to<S: AsFd>(&mut self, socket: &S, limit: usize) -> io::Result<usize> {
         let fd = socket.as_fd().as_raw_fd();
         self.filled = 0;
+        self.datagrams = 0;
         let cap = self.cap;
         let base = self.buf.as_mut_ptr();
         let addr_ptr = self.addrs.as_mut_ptr();
@@ -463,9 +603,15 @@ impl RecvBatch {
             h.msg_namelen = STORAGE_LEN;
             h.msg_iov = &mut iov;
             h.msg_iovlen = 1;
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            if self.coalesce {
+                h.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
+                h.msg_controllen = self.cmsgs[i].0.len() as _;
+            }
             // SAFETY: `h` points to a live stack iovec covering slot `i` of
-            // `buf` and to `addrs[i]`; both are owned by `self`, exclusively
-            // borrowed for this call, and outlive the system call.
+            // `buf`, to `addrs[i]` and, when coalescing, to `cmsgs[i]`; all are
+            // owned by `self`, exclusively borrowed for this call, and outlive
+            // the system call.
             let r = unsafe { libc::recvmsg(fd, &mut h, RECV_FLAGS) };
             if r < 0 {
                 let e = io::Error::last_os_error();
@@ -476,13 +622,74 @@ impl RecvBatch {
                 }
             }
             let (alen, flags) = (h.msg_namelen, h.msg_flags);
-            self.finish_slot(i, r as usize, alen, flags);
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            let segment = if self.coalesce { gro_segment(&h) } else { 0 };
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            let segment = 0;
+            self.finish_slot(i, r as usize, alen, flags, segment);
             i += 1;
         }
         self.filled = i;
-        Ok(i)
+        Ok(self.datagrams)
     }
 }
+
+/// The datagrams of a [`RecvBatch`]'s last receive ([`RecvBatch::iter`]).
+struct Datagrams<'a> {
+    batch: &'a RecvBatch,
+    /// The buffer the next datagram is in, and where in it.
+    slot: usize,
+    offset: usize,
+    /// Datagrams not yet handed out.
+    left: usize,
+}
+
+impl<'a> Iterator for Datagrams<'a> {
+    type Item = Result<Datagram<'a>, Truncated>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let b = self.batch;
+        let i = self.slot;
+        let slot = &b.slots[i];
+        let source = read_sockaddr(&b.addrs[i], slot.addr_len);
+        if slot.truncated {
+            self.slot += 1;
+            return Some(Err(Truncated {
+                source,
+                len: slot.len.max(b.cap),
+                capacity: b.cap,
+            }));
+        }
+        let size = if slot.segment > 0 {
+            slot.segment
+        } else {
+            slot.len
+        };
+        let start = self.offset;
+        let end = (start + size).min(slot.len);
+        if end >= slot.len {
+            self.slot += 1;
+            self.offset = 0;
+        } else {
+            self.offset = end;
+        }
+        let base = i * b.cap;
+        Some(Ok(Datagram {
+            source,
+            payload: &b.buf[base + start..base + end],
+        }))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Datagrams<'_> {}
 
 // ---------------------------------------------------------------------------
 // Send

@@ -10,7 +10,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::batch::{RecvBatch, SendBatch};
+use super::batch::{COALESCED_CAPACITY, RecvBatch, SendBatch};
 use super::channel::Channel;
 use super::error::Error;
 use super::publisher::{log_warning, random_session};
@@ -47,9 +47,9 @@ pub struct SubscriberOptions {
     /// real loss for demos and tests over real sockets.
     #[serde(default)]
     pub inject_loss: f64,
-    /// Largest datagram accepted, in bytes: the size of each receive buffer (a subscriber
-    /// holds 32). Larger datagrams are counted as truncated ([`Subscriber::truncated`]) and
-    /// dropped. Set it to at least the publishers' `mtu`; it is clamped to
+    /// Largest datagram accepted, in bytes, and the size of each of a subscriber's 32
+    /// receive buffers (64 KiB each instead with [`SocketConfig::receive_offload`]). Larger
+    /// datagrams are counted as truncated ([`Subscriber::truncated`]) and dropped. Set it to at least the publishers' `mtu`; it is clamped to
     /// [`MIN_DATAGRAM`]..=[`MAX_DATAGRAM`]. Default: 2048.
     #[serde(default = "default_max_datagram")]
     pub max_datagram: usize,
@@ -75,6 +75,24 @@ pub const MAX_DATAGRAM: usize = wire::MAX_FRAME_LEN;
 /// The receive buffer size for a configured `max_datagram`.
 fn datagram_slot(max_datagram: usize) -> usize {
     max_datagram.clamp(MIN_DATAGRAM, MAX_DATAGRAM)
+}
+
+/// Buffer size of a subscriber with receive coalescing: room for a coalesced burst
+/// ([`COALESCED_CAPACITY`]), rounded up to 64 KiB plus one cache line so that the 32
+/// buffers' first lines fall in different cache sets (a stride of exactly 64 KiB would
+/// put them all in one).
+const COALESCING_SLOT: usize = (64 << 10) + 64;
+
+/// The receive batch for `socket`: 32 coalescing buffers when `receive_offload` is on and
+/// the kernel has UDP GRO, else 32 buffers of `max_datagram`.
+fn receive_batch(socket: &std::net::UdpSocket, opts: &SubscriberOptions) -> RecvBatch {
+    if opts.socket.receive_offload {
+        let mut batch = RecvBatch::new(32, COALESCING_SLOT.max(COALESCED_CAPACITY));
+        if batch.set_coalescing(socket, true).is_ok() {
+            return batch;
+        }
+    }
+    RecvBatch::new(32, datagram_slot(opts.max_datagram))
 }
 
 impl SubscriberOptions {
@@ -137,6 +155,8 @@ pub struct Subscriber {
     loss: Option<(f64, SmallRng)>,
     injected_drops: u64,
     truncated: u64,
+    /// Datagrams longer than this are counted in `truncated` and dropped.
+    max_datagram: usize,
     poller: Poll,
     events: Events,
     /// The data socket is registered with `poller`. Not until the first blocking call:
@@ -212,11 +232,14 @@ impl Subscriber {
                 SmallRng::seed_from_u64(random_session()),
             )
         });
+        let recv = receive_batch(&data.socket, &opts);
+        let max_datagram = datagram_slot(opts.max_datagram);
         let mut sub = Self {
             core: Receiver::new(cfg, random_session()),
             data: data.socket,
             control,
-            recv: RecvBatch::new(32, datagram_slot(opts.max_datagram)),
+            recv,
+            max_datagram,
             send: SendBatch::new(8, 2048),
             frame: vec![0; 2048],
             loss,
@@ -270,8 +293,8 @@ impl Subscriber {
                     work += n;
                     for d in self.recv.iter() {
                         let d = match d {
-                            Ok(d) => d,
-                            Err(_) => {
+                            Ok(d) if d.payload.len() <= self.max_datagram => d,
+                            _ => {
                                 self.truncated += 1;
                                 continue;
                             }
@@ -284,7 +307,7 @@ impl Subscriber {
                         }
                         self.core.handle_datagram(now, d.source, d.payload, handler);
                     }
-                    if n < self.recv.capacity() {
+                    if self.recv.buffers_used() < self.recv.capacity() {
                         // Likely drained; not certain (the adaptive receive takes a lone
                         // datagram first): `wait` checks `drained` before it blocks. Not
                         // trying again here keeps a syscall off the latency path.
@@ -555,7 +578,7 @@ impl Subscriber {
         self.buffer_clamps
     }
 
-    /// The size of each receive buffer: [`SubscriberOptions::max_datagram`] after clamping.
+    /// The largest datagram accepted: [`SubscriberOptions::max_datagram`] after clamping.
     ///
     /// ```
     /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
@@ -569,7 +592,22 @@ impl Subscriber {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn max_datagram(&self) -> usize {
-        self.recv.datagram_capacity()
+        self.max_datagram
+    }
+
+    /// Whether bursts of datagrams are received coalesced (UDP GRO): `false` when
+    /// [`SocketConfig::receive_offload`] is off or the kernel has no UDP GRO.
+    ///
+    /// ```
+    /// # use nakcast::{Subscriber, SubscriberOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// let mut opts = SubscriberOptions::new(channel);
+    /// opts.socket.receive_offload = false;
+    /// assert!(!Subscriber::new(opts)?.receive_offload());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn receive_offload(&self) -> bool {
+        self.recv.coalescing()
     }
 
     /// The protocol core, for inspection.
