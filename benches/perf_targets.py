@@ -7,7 +7,8 @@ Runs, interleaved so that machine drift hits both sides alike:
   1. round trip 32 B, `nakcast ping` vs `nakcast ping --raw` (separate ping/pong processes,
      busy-poll), ROUNDS pairs;
   2. one-way message rate, `pub` process -> `sub --idle spin` process: 32 B (nakcast), and
-     1 KiB nakcast vs `pub/sub --raw` (bytes/s ratio), ROUNDS pairs;
+     1 KiB nakcast vs `pub/sub --raw` (bytes/s ratio), each with and without segmentation
+     offload / receive coalescing (`--gso`, `--gro`), ROUNDS rounds;
   3. repair latency under 5% injected loss (`bench --loss 5 --rate 100000`);
   4. low-rate latency: `ping --rate 1000` with every idle strategy, vs full speed.
 Before and after them, `nakcast jitter --threads 2` measures the host's own pauses (threads
@@ -68,16 +69,18 @@ def ping(raw: bool, count: int, idle: str = "spin", rate: float | None = None) -
         pong.wait()
 
 
-def one_way(raw: bool, count: int, size: int) -> dict:
+def one_way(raw: bool, count: int, size: int, offload: str | None = None) -> dict:
+    """`offload` "on"/"off": pass `--gso`/`--gro` to pub/sub (default: each mode's own)."""
     g = f"239.255.77.1:{free_port()}"
     common = ["--group", g, *IFACE, "--json"] + (["--raw"] if raw else [])
     sub = subprocess.Popen([*pin(0), BIN, "sub", *common, "--count", str(count), "--idle", "spin",
-                            "--idle-timeout", "3"], stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, text=True)
+                            "--idle-timeout", "3"] + (["--gro", offload] if offload else []),
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         time.sleep(0.3)
         subprocess.run([*pin(1), BIN, "pub", *common, "--count", str(count), "--size", str(size),
-                        "--linger", "0.5"], capture_output=True, text=True, timeout=300)
+                        "--linger", "0.5"] + (["--gso", offload] if offload else []),
+                       capture_output=True, text=True, timeout=300)
         out, _ = sub.communicate(timeout=60)
         return last_json(out)
     finally:
@@ -134,21 +137,31 @@ def main() -> int:
 
         full_p99 = med(pings[False], "p99_us")
     if "2" in a.only:
-        # 2. One-way message rate.
-        rates = {"32": [], "1k": [], "1k_raw": []}
+        # 2. One-way message rate. nakcast by default uses segmentation offload (GSO) and
+        # receive coalescing (GRO); raw UDP by default uses neither (the plain `sendmmsg`
+        # path of any UDP application). Both are also run the other way, so each ratio
+        # can be read like for like.
+        runs = [("32", False, 32, None, "nakcast 32 B"),
+                ("32_plain", False, 32, "off", "nakcast 32 B, `--gso off --gro off`"),
+                ("1k", False, 1024, None, "nakcast 1 KiB"),
+                ("1k_plain", False, 1024, "off", "nakcast 1 KiB, `--gso off --gro off`"),
+                ("1k_raw", True, 1024, None, "raw UDP 1 KiB (`sendmmsg`)"),
+                ("1k_raw_gso", True, 1024, "on", "raw UDP 1 KiB, `--gso on --gro on`")]
+        rates: dict = {k: [] for k, *_ in runs}
         for _ in range(a.rounds):
-            rates["32"].append(one_way(False, n_32, 32))
-            rates["1k"].append(one_way(False, n_1k, 1024))
-            rates["1k_raw"].append(one_way(True, n_1k, 1024))
-        print("\n## 2. One-way rate, pub process -> sub process (medians; lost must be 0)\n")
-        print("| run | msgs/s | MB/s | lost (max over runs) |\n|---|---:|---:|---:|")
-        for k, label in [("32", "nakcast 32 B"), ("1k", "nakcast 1 KiB"), ("1k_raw", "raw UDP 1 KiB")]:
+            for k, raw, size, offload, _label in runs:
+                rates[k].append(one_way(raw, n_1k if size == 1024 else n_32, size, offload))
+        print("\n## 2. One-way rate, pub process -> sub process (medians over all runs)\n")
+        print("| run | msgs/s | MB/s | runs with loss | lost (max) |\n|---|---:|---:|---:|---:|")
+        for k, _raw, _size, _offload, label in runs:
             rows = rates[k]
+            lossy = sum(1 for r in rows if r["lost"])
             print(f"| {label} | {med(rows, 'msgs_per_s'):,.0f} | {med(rows, 'mb_per_s'):.1f} | "
-                  f"{max(r['lost'] for r in rows)} |")
-        ratios = [p["mb_per_s"] / w["mb_per_s"] for p, w in zip(rates["1k"], rates["1k_raw"])]
-        print(f"\n1 KiB bytes/s ratio nakcast/raw per pair: {', '.join(f'{x:.2f}' for x in ratios)}"
-              f" (median {statistics.median(ratios):.2f})")
+                  f"{lossy}/{len(rows)} | {max(r['lost'] for r in rows)} |")
+        for num, den in [("1k", "1k_raw"), ("1k", "1k_raw_gso"), ("1k_plain", "1k_raw")]:
+            ratios = [p["mb_per_s"] / w["mb_per_s"] for p, w in zip(rates[num], rates[den])]
+            print(f"\n1 KiB bytes/s ratio {num}/{den} per pair: "
+                  f"{', '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f})")
 
     if "3" in a.only:
         # 3. Repair latency.

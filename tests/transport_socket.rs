@@ -703,6 +703,7 @@ fn segmented_sends_arrive_as_separate_datagrams() {
     let group = group_v4();
     let rx = open_multicast_receiver(group, &cfg).unwrap();
     let tx = open_sender(group, &cfg).unwrap();
+    assert!(nakcast::transport::batch::segmentation_supported(&tx.socket));
     let store = mixed_frames();
     let frames: Vec<&[u8]> = store.iter().map(|v| v.as_slice()).collect();
     let mut segment = true;
@@ -798,6 +799,21 @@ fn coalesced_receives_hand_out_the_same_datagrams() {
     let mut rb = RecvBatch::new(8, COALESCED_CAPACITY);
     rb.set_coalescing(&rx.socket, true).unwrap();
     assert!(rb.coalescing());
+    // Another option's control message (a 32-byte timestamp) comes before the segment
+    // size: the receive control buffer must hold both.
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a live socket with a pointer to an int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            rx.socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_TIMESTAMPNS: {}", io::Error::last_os_error());
     let store = mixed_frames();
     let frames: Vec<&[u8]> = store.iter().map(|v| v.as_slice()).collect();
     let mut segment = true;

@@ -421,7 +421,9 @@ fn run_pub_raw(a: &PubArgs) -> Result<(), CliError> {
     };
     let opened = nakcast::transport::open_sender(ch.endpoint, &cfg)?;
     let mut batch = SendBatch::new(32, (a.size as usize).max(64));
-    batch.set_segmentation(a.gso.unwrap_or(false));
+    batch.set_segmentation(
+        a.gso.unwrap_or(false) && nakcast::transport::batch::segmentation_supported(&opened.socket),
+    );
     let mut sink = RawSink {
         socket: opened.socket,
         batch,

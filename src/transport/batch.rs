@@ -188,9 +188,22 @@ pub const COALESCED_CAPACITY: usize = 65_535;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const UDP_GRO: libc::c_int = 104;
 
+/// Bytes of a receive control buffer: room for a `UDP_GRO` message after any others the
+/// socket's options add before it (timestamps take up to 32 bytes each).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const RECV_CMSG_LEN: usize = 128;
+
+/// A receive control buffer, aligned for `cmsghdr`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct RecvCmsg([u8; RECV_CMSG_LEN]);
+
 /// The segment size in a received `UDP_GRO` control message, or 0 if there is none.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn gro_segment(hdr: &libc::msghdr) -> usize {
+    // SAFETY: CMSG_LEN only computes a length.
+    let min_len = unsafe { libc::CMSG_LEN(mem::size_of::<libc::c_int>() as _) } as usize;
     let mut segment = 0;
     // SAFETY: `hdr` names a control buffer owned by the batch, and the kernel set
     // `msg_controllen` to what it wrote there (at most the buffer's size), so CMSG_FIRSTHDR
@@ -199,7 +212,10 @@ fn gro_segment(hdr: &libc::msghdr) -> usize {
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(hdr);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+            if (*c).cmsg_level == libc::SOL_UDP
+                && (*c).cmsg_type == UDP_GRO
+                && (*c).cmsg_len as usize >= min_len
+            {
                 let v = ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
                 segment = usize::try_from(v).unwrap_or(0);
             }
@@ -241,7 +257,7 @@ pub struct RecvBatch {
     hdrs: Box<[libc::mmsghdr]>,
     /// One control-message buffer per slot (coalesced receives).
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    cmsgs: Box<[SegmentCmsg]>,
+    cmsgs: Box<[RecvCmsg]>,
     /// Receive coalescing is on ([`RecvBatch::set_coalescing`]).
     coalesce: bool,
     /// Buffers filled by the last receive.
@@ -308,7 +324,7 @@ impl RecvBatch {
                 .map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() })
                 .collect(),
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            cmsgs: vec![SegmentCmsg::ZERO; count].into_boxed_slice(),
+            cmsgs: vec![RecvCmsg([0; RECV_CMSG_LEN]); count].into_boxed_slice(),
             coalesce: false,
             filled: 0,
             datagrams: 0,
@@ -334,7 +350,10 @@ impl RecvBatch {
     /// in one buffer, and [`iter`](Self::iter) hands out the same separate datagrams. It
     /// saves the kernel splitting the burst and queueing each datagram. Needs buffers of
     /// at least [`COALESCED_CAPACITY`] bytes (`InvalidInput` otherwise); fails, leaving it
-    /// off, where the kernel has no UDP GRO.
+    /// off, where the kernel has no UDP GRO. It is a setting of the socket: any other
+    /// reader of it (or this batch after turning it off, for what is already queued) gets
+    /// coalesced buffers too. A coalesced buffer whose control message was cut short
+    /// (`MSG_CTRUNC`) is reported as [`Truncated`].
     ///
     /// ```
     /// # use nakcast::transport::batch::{RecvBatch, COALESCED_CAPACITY};
@@ -415,7 +434,8 @@ impl RecvBatch {
     }
 
     /// Datagram `i` of the last receive: `Ok` if whole, `Err` if it was
-    /// truncated. `None` if `i >= len()`.
+    /// truncated. `None` if `i >= len()`. Walks the batch from the start (coalesced
+    /// buffers hold a varying number): use [`iter`](Self::iter) to visit them all.
     pub fn get(&self, i: usize) -> Option<Result<Datagram<'_>, Truncated>> {
         self.iter().nth(i)
     }
@@ -430,8 +450,9 @@ impl RecvBatch {
             left: self.datagrams,
         }
     }
-    /// Receives up to [`capacity`](Self::capacity) datagrams without
-    /// blocking, replacing the previous contents.
+    /// Receives up to [`capacity`](Self::capacity) buffers without
+    /// blocking, replacing the previous contents: as many datagrams, or up to 64
+    /// per buffer when coalescing ([`set_coalescing`](Self::set_coalescing)).
     ///
     /// Adaptive: while the socket is idle, one `recvmsg(2)` per call (the
     /// cheapest system call for the next lone datagram, which is what a
@@ -445,9 +466,9 @@ impl RecvBatch {
         self.recv_at_most(socket, self.slots.len())
     }
 
-    /// Like [`recv`](Self::recv), but receives at most `max` datagrams (and at least one:
-    /// `max` is raised to 1). For a reader that budgets its intake and leaves the rest in
-    /// the socket.
+    /// Like [`recv`](Self::recv), but fills at most `max` buffers (and at least one: `max`
+    /// is raised to 1), i.e. at most `max` datagrams unless coalescing. For a reader that
+    /// budgets its intake and leaves the rest in the socket.
     pub fn recv_at_most<S: AsFd>(&mut self, socket: &S, max: usize) -> io::Result<usize> {
         let max = max.clamp(1, self.slots.len());
         if !self.bursting || max == 1 {
@@ -485,7 +506,12 @@ impl RecvBatch {
         msg_flags: i32,
         segment: usize,
     ) {
-        let truncated = (msg_flags & libc::MSG_TRUNC) != 0 || len > self.cap;
+        // A coalesced buffer whose control messages did not all fit may have lost its
+        // segment size: handing it out as one datagram would be wrong, so it counts as
+        // truncated.
+        let truncated = (msg_flags & libc::MSG_TRUNC) != 0
+            || len > self.cap
+            || (self.coalesce && (msg_flags & libc::MSG_CTRUNC) != 0);
         self.truncated_total += u64::from(truncated);
         let slot = RecvSlot {
             len,
@@ -758,14 +784,52 @@ fn gso_run(n: usize, len: impl Fn(usize) -> usize, joins: impl Fn(usize) -> bool
 }
 
 /// Whether an error from a send that carried a `UDP_SEGMENT` control message means the
-/// path cannot segment: an old kernel (`EINVAL`, `ENOPROTOOPT`), a device without
-/// checksum offload (`EIO`), a segment over the device MTU (`EINVAL`), or a run the
-/// kernel finds too long (`EMSGSIZE`). The caller then sends one datagram per frame.
+/// path cannot segment: a device without checksum offload (`EIO`), a segment over the
+/// device MTU or a socket without UDP checksums (`EINVAL`), or a run the kernel finds too
+/// long (`EMSGSIZE`). The caller then sends one datagram per frame. (A kernel without
+/// GSO at all, before 4.18, ignores the control message instead of failing: see
+/// [`segmentation_supported`].)
 fn gso_refused(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP | libc::EMSGSIZE)
     )
+}
+
+/// Whether the kernel knows UDP segmentation offload (Linux 4.18+): `getsockopt` of
+/// `UDP_SEGMENT` fails on older kernels, which would silently ignore the control message
+/// and send a run as one oversized, IP-fragmented datagram. Always `false` elsewhere.
+/// Check it before turning segmentation on ([`send_slices_segmented`],
+/// [`SendBatch::set_segmentation`]).
+///
+/// ```
+/// let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// let gso = nakcast::transport::batch::segmentation_supported(&socket);
+/// # let _ = gso;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn segmentation_supported<S: AsFd>(socket: &S) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let mut v: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt on a live descriptor writing at most `len` bytes into `v`.
+        let r = unsafe {
+            libc::getsockopt(
+                socket.as_fd().as_raw_fd(),
+                libc::SOL_UDP,
+                UDP_SEGMENT,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        r == 0
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = socket;
+        false
+    }
 }
 
 /// Room for one control message carrying a `u16` (`CMSG_SPACE(2)` is 24 bytes on 64-bit
@@ -816,9 +880,10 @@ pub fn send_slices<S: AsFd>(socket: &S, frames: &[&[u8]]) -> io::Result<usize> {
 /// [`send_slices`] with segmentation offload while `*segment` is `true` (Linux/Android):
 /// consecutive frames of one length, then at most one shorter, leave as one GSO send
 /// (still one `sendmmsg(2)` for all of them), which receivers get as the same separate
-/// datagrams. If the kernel refuses a segmented send (no GSO on the path, see
-/// [`gso_refused`]), `*segment` is set to `false` and the frames go one datagram each, so
-/// the caller can keep the flag for its socket. Elsewhere the flag is ignored.
+/// datagrams. If the kernel refuses a segmented send (no GSO on the path: `EIO`, `EINVAL`,
+/// `EMSGSIZE`, ...), `*segment` is set to `false` for good and the frames go one datagram
+/// each, so the caller can keep the flag for its socket. Elsewhere the flag is ignored.
+/// Set it only where [`segmentation_supported`] says so.
 pub fn send_slices_segmented<S: AsFd>(
     socket: &S,
     frames: &[&[u8]],
@@ -854,7 +919,8 @@ pub fn send_slices_segmented<S: AsFd>(
                 // SAFETY: all-zero is a valid mmsghdr.
                 hdrs[msgs] = unsafe { mem::zeroed() };
                 let h = &mut hdrs[msgs].msg_hdr;
-                h.msg_iov = &mut iovecs[i];
+                // SAFETY: i + run <= frames.len() <= MAX_GATHER: in bounds of `iovecs`.
+                h.msg_iov = unsafe { iovecs.as_mut_ptr().add(i) };
                 h.msg_iovlen = run as _;
                 if run > 1 {
                     cmsgs[msgs].attach(h, frames[i].len() as u16);
@@ -1037,9 +1103,11 @@ impl SendBatch {
     /// Send runs of queued datagrams that share a length (the last may be shorter) and a
     /// destination as one GSO send each, still one `sendmmsg(2)` per [`send`](Self::send)
     /// (Linux/Android; ignored elsewhere). Receivers see the same separate datagrams. Off
-    /// by default. If the kernel refuses a segmented send (no GSO on the path), the batch
-    /// turns it off again and sends one datagram per slot: see
-    /// [`segmentation`](Self::segmentation).
+    /// by default; turn it on only where [`segmentation_supported`] says so. If the kernel
+    /// refuses a segmented send (no GSO on the path), the batch turns it off for good and
+    /// sends one datagram per slot: see [`segmentation`](Self::segmentation). When a
+    /// segmented send fails for another reason, [`send`](Self::send) reports it like any
+    /// failed datagram and [`pop_front`](Self::pop_front) drops the run's first datagram.
     ///
     /// ```
     /// # use nakcast::transport::batch::SendBatch;
@@ -1218,6 +1286,7 @@ impl SendBatch {
                 self.iovecs[i].iov_base = unsafe { base.add(i * cap) }.cast();
                 self.iovecs[i].iov_len = self.lens[i];
             }
+            let iov_ptr = self.iovecs.as_mut_ptr();
             // One message per run of slots (one slot each without segmentation), packed
             // from hdrs[0].
             let (mut msgs, mut i) = (0, h0);
@@ -1237,7 +1306,8 @@ impl SendBatch {
                 h.msg_len = 0;
                 h.msg_hdr.msg_name = name;
                 h.msg_hdr.msg_namelen = dl;
-                h.msg_hdr.msg_iov = &mut self.iovecs[i];
+                // SAFETY: i + run <= t0 <= count == iovecs.len(): in bounds.
+                h.msg_hdr.msg_iov = unsafe { iov_ptr.add(i) };
                 h.msg_hdr.msg_iovlen = run as _;
                 h.msg_hdr.msg_control = ptr::null_mut();
                 h.msg_hdr.msg_controllen = 0;

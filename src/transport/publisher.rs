@@ -154,7 +154,8 @@ impl Publisher {
         }
         let mtu = core.config().mtu;
         let clock_after_send = core.config().linger.is_zero() && core.config().send_rate.is_none();
-        let segment = opts.socket.segmentation_offload;
+        let segment =
+            opts.socket.segmentation_offload && batch::segmentation_supported(&data.socket);
         let mut send = SendBatch::new(32, mtu);
         send.set_segmentation(segment);
         Ok(Self {

@@ -139,7 +139,8 @@ pub struct SocketConfig {
     /// Receivers: take a burst of equal-sized datagrams from one sender (such as one
     /// segmentation-offload send) in one receive buffer, which is handed out as the same
     /// separate datagrams (UDP GRO, Linux 5.0+; elsewhere ignored). Each of a subscriber's
-    /// 32 receive buffers is then 64 KiB. Default: `true`.
+    /// 32 receive buffers is then 64 KiB (2 MiB of address space, touched only as far as
+    /// datagrams fill it). Default: `true`.
     pub receive_offload: bool,
 }
 

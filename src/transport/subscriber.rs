@@ -258,10 +258,12 @@ impl Subscriber {
         Ok(sub)
     }
 
-    /// One duty cycle without blocking: receive datagrams (in batches of up to 32, until
-    /// `limit` were handled or none is left), hand every event to `handler` (messages in
-    /// order per publisher, payload valid during the call), run timers and send due NAKs. Returns the work done (datagrams received plus NAKs
-    /// sent), for idle strategies.
+    /// One duty cycle without blocking: receive datagrams (32 buffers per system call,
+    /// until `limit` datagrams were handled or none is left; `limit` is checked between
+    /// receives, and with receive coalescing one receive can hold up to 64 datagrams per
+    /// buffer), hand every event to `handler` (messages in order per publisher, payload
+    /// valid during the call), run timers and send due NAKs. Returns the work done
+    /// (datagrams received plus NAKs sent), for idle strategies.
     ///
     /// ```
     /// # use nakcast::{Event, Publisher, PublisherOptions, SocketConfig, Subscriber, SubscriberOptions};
