@@ -215,6 +215,11 @@ class Lab:
             run(["ip", "-n", self.br, "link", "set", f"p{i}", "up"])
             run(["ip", "-n", h, "link", "set", "lo", "up"])
             run(["ip", "-n", h, "addr", "add", f"{self.ip(i)}/24", "dev", "eth0"])
+            # A NIC cuts a segmentation-offload (GSO) send into datagrams before the
+            # wire; a veth would carry it to the other hosts whole, so their nft rules
+            # would count and drop a burst of datagrams as one packet. One segment per
+            # packet makes the sending host segment, as a NIC does.
+            run(["ip", "-n", h, "link", "set", "eth0", "gso_max_segs", "1"])
             run(["ip", "-n", h, "link", "set", "eth0", "up"])
             run(["ip", "-n", h, "route", "add", "224.0.0.0/4", "dev", "eth0"])
             run(["ip", "netns", "exec", h, "nft", "-f", "-"], input=(
