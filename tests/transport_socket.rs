@@ -695,17 +695,9 @@ fn recv_n_with(rx: &OpenedSocket, n: usize, rb: &mut RecvBatch) -> (Vec<Vec<u8>>
     (got, buffers)
 }
 
-/// Segmentation offload (UDP GSO): runs of equal-sized frames leave as one send each and
-/// arrive as the same separate datagrams, in order, over loopback multicast.
-#[test]
-fn segmented_sends_arrive_as_separate_datagrams() {
-    let cfg = lo_cfg();
-    let group = group_v4();
-    let rx = open_multicast_receiver(group, &cfg).unwrap();
-    let tx = open_sender(group, &cfg).unwrap();
-    assert!(nakcast::transport::batch::segmentation_supported(&tx.socket));
-    let store = mixed_frames();
-    let frames: Vec<&[u8]> = store.iter().map(|v| v.as_slice()).collect();
+/// Send all of `frames` with `send_slices_segmented`, segmentation requested; returns
+/// whether it stayed on.
+fn send_all_segmented(tx: &OpenedSocket, frames: &[&[u8]]) -> bool {
     let mut segment = true;
     let mut sent = 0;
     while sent < frames.len() {
@@ -716,6 +708,40 @@ fn segmented_sends_arrive_as_separate_datagrams() {
         )
         .unwrap();
     }
+    segment
+}
+
+/// Set the `SOL_SOCKET` boolean option `name` on `s`.
+fn set_socket_flag(s: &OpenedSocket, name: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a live socket with a pointer to an int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "setsockopt {name}: {}", io::Error::last_os_error());
+}
+
+/// Segmentation offload (UDP GSO): runs of equal-sized frames leave as one send each and
+/// arrive as the same separate datagrams, in order, over loopback multicast.
+#[test]
+fn segmented_sends_arrive_as_separate_datagrams() {
+    let cfg = lo_cfg();
+    let group = group_v4();
+    let rx = open_multicast_receiver(group, &cfg).unwrap();
+    let tx = open_sender(group, &cfg).unwrap();
+    assert!(nakcast::transport::batch::segmentation_supported(
+        &tx.socket
+    ));
+    let store = mixed_frames();
+    let frames: Vec<&[u8]> = store.iter().map(|v| v.as_slice()).collect();
+    let segment = send_all_segmented(&tx, &frames);
     assert!(segment, "loopback supports UDP GSO: segmentation stays on");
     assert_eq!(recv_n(&rx, store.len()), store);
 
@@ -743,35 +769,14 @@ fn segmented_sends_arrive_as_separate_datagrams() {
 /// goes, one datagram each.
 #[test]
 fn segmentation_falls_back_when_the_kernel_refuses_it() {
-    use std::os::fd::AsRawFd;
     let cfg = lo_cfg();
     let group = group_v4();
     let rx = open_multicast_receiver(group, &cfg).unwrap();
     let tx = open_sender(group, &cfg).unwrap();
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt on a live socket with a pointer to an int and its size.
-    let r = unsafe {
-        libc::setsockopt(
-            tx.socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_NO_CHECK,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0, "SO_NO_CHECK: {}", io::Error::last_os_error());
+    set_socket_flag(&tx, libc::SO_NO_CHECK);
     let store = mixed_frames();
     let frames: Vec<&[u8]> = store.iter().map(|v| v.as_slice()).collect();
-    let mut segment = true;
-    let mut sent = 0;
-    while sent < frames.len() {
-        sent += nakcast::transport::batch::send_slices_segmented(
-            &tx.socket,
-            &frames[sent..],
-            &mut segment,
-        )
-        .unwrap();
-    }
+    let segment = send_all_segmented(&tx, &frames);
     assert!(!segment, "the kernel refused GSO on this socket");
     let mut sb = SendBatch::new(64, 2048);
     sb.set_segmentation(true);
@@ -801,31 +806,10 @@ fn coalesced_receives_hand_out_the_same_datagrams() {
     assert!(rb.coalescing());
     // Another option's control message (a 32-byte timestamp) comes before the segment
     // size: the receive control buffer must hold both.
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt on a live socket with a pointer to an int and its size.
-    let r = unsafe {
-        libc::setsockopt(
-            rx.socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0, "SO_TIMESTAMPNS: {}", io::Error::last_os_error());
+    set_socket_flag(&rx, libc::SO_TIMESTAMPNS);
     let store = mixed_frames();
     let frames: Vec<&[u8]> = store.iter().map(|v| v.as_slice()).collect();
-    let mut segment = true;
-    let mut sent = 0;
-    while sent < frames.len() {
-        sent += nakcast::transport::batch::send_slices_segmented(
-            &tx.socket,
-            &frames[sent..],
-            &mut segment,
-        )
-        .unwrap();
-    }
+    assert!(send_all_segmented(&tx, &frames));
     let (got, buffers) = recv_n_with(&rx, store.len(), &mut rb);
     assert_eq!(got, store);
     assert!(
