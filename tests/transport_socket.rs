@@ -695,6 +695,14 @@ fn recv_n_with(rx: &OpenedSocket, n: usize, rb: &mut RecvBatch) -> (Vec<Vec<u8>>
     (got, buffers)
 }
 
+/// A receiver joined to a fresh loopback group and a sender to it.
+fn group_pair() -> (OpenedSocket, OpenedSocket) {
+    let cfg = lo_cfg();
+    let group = group_v4();
+    let rx = open_multicast_receiver(group, &cfg).unwrap();
+    (rx, open_sender(group, &cfg).unwrap())
+}
+
 /// Send all of `frames` with `send_slices_segmented`, segmentation requested; returns
 /// whether it stayed on.
 fn send_all_segmented(tx: &OpenedSocket, frames: &[&[u8]]) -> bool {
@@ -732,10 +740,7 @@ fn set_socket_flag(s: &OpenedSocket, name: libc::c_int) {
 /// arrive as the same separate datagrams, in order, over loopback multicast.
 #[test]
 fn segmented_sends_arrive_as_separate_datagrams() {
-    let cfg = lo_cfg();
-    let group = group_v4();
-    let rx = open_multicast_receiver(group, &cfg).unwrap();
-    let tx = open_sender(group, &cfg).unwrap();
+    let (rx, tx) = group_pair();
     assert!(nakcast::transport::batch::segmentation_supported(
         &tx.socket
     ));
@@ -747,7 +752,7 @@ fn segmented_sends_arrive_as_separate_datagrams() {
 
     // The same through a SendBatch, with two datagrams to an explicit destination in the
     // middle of a run of equal lengths (a run never spans two destinations).
-    let uni = open_unicast_receiver("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
+    let uni = open_unicast_receiver("127.0.0.1:0".parse().unwrap(), &lo_cfg()).unwrap();
     let mut sb = SendBatch::new(64, 2048);
     sb.set_segmentation(true);
     for (i, f) in store.iter().enumerate() {
@@ -769,10 +774,7 @@ fn segmented_sends_arrive_as_separate_datagrams() {
 /// goes, one datagram each.
 #[test]
 fn segmentation_falls_back_when_the_kernel_refuses_it() {
-    let cfg = lo_cfg();
-    let group = group_v4();
-    let rx = open_multicast_receiver(group, &cfg).unwrap();
-    let tx = open_sender(group, &cfg).unwrap();
+    let (rx, tx) = group_pair();
     set_socket_flag(&tx, libc::SO_NO_CHECK);
     let store = mixed_frames();
     let frames: Vec<&[u8]> = store.iter().map(|v| v.as_slice()).collect();
@@ -797,10 +799,7 @@ fn segmentation_falls_back_when_the_kernel_refuses_it() {
 #[test]
 fn coalesced_receives_hand_out_the_same_datagrams() {
     use nakcast::transport::batch::COALESCED_CAPACITY;
-    let cfg = lo_cfg();
-    let group = group_v4();
-    let rx = open_multicast_receiver(group, &cfg).unwrap();
-    let tx = open_sender(group, &cfg).unwrap();
+    let (rx, tx) = group_pair();
     let mut rb = RecvBatch::new(8, COALESCED_CAPACITY);
     rb.set_coalescing(&rx.socket, true).unwrap();
     assert!(rb.coalescing());

@@ -102,8 +102,6 @@ pub struct Publisher {
     /// `offer` reads the clock after its `send`, not before: the protocol needs no fresh
     /// time to send a message at once when `linger` is zero and no `send_rate` is set.
     clock_after_send: bool,
-    /// Send runs of full frames from the ring as GSO sends; cleared if the kernel refuses.
-    segment: bool,
     warnings: Vec<SocketWarning>,
     buffer_clamps: u64,
     send_errors: u64,
@@ -169,7 +167,6 @@ impl Publisher {
             frame: vec![0; mtu],
             now: Instant::now(),
             clock_after_send,
-            segment,
             buffer_clamps: socket::buffer_clamps(&warnings),
             warnings,
             send_errors: 0,
@@ -450,17 +447,23 @@ impl Publisher {
             if n == 0 {
                 return sent;
             }
-            let done =
-                match batch::send_slices_segmented(&self.data, &frames[..n], &mut self.segment) {
-                    Ok(k) => k,
-                    Err(_) => {
-                        // Refused (e.g. EPERM from a firewall): the first is dropped and
-                        // counted; receivers will NAK it.
-                        self.send_errors += 1;
-                        self.core.data_sent(now, 1);
-                        continue;
-                    }
-                };
+            // One segmentation flag for the socket, kept by the send batch: a refusal on
+            // either path turns it off for both.
+            let mut segment = self.send.segmentation();
+            let r = batch::send_slices_segmented(&self.data, &frames[..n], &mut segment);
+            if !segment {
+                self.send.set_segmentation(false);
+            }
+            let done = match r {
+                Ok(k) => k,
+                Err(_) => {
+                    // Refused (e.g. EPERM from a firewall): the first is dropped and
+                    // counted; receivers will NAK it.
+                    self.send_errors += 1;
+                    self.core.data_sent(now, 1);
+                    continue;
+                }
+            };
             self.core.data_sent(now, done);
             sent += done;
             if done < n {
@@ -654,7 +657,7 @@ impl Publisher {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn segmentation_offload(&self) -> bool {
-        self.segment && self.send.segmentation()
+        self.send.segmentation()
     }
 
     /// The protocol core, for inspection.
