@@ -21,7 +21,7 @@ pub mod sim;
 #[cfg(unix)]
 pub mod transport;
 
-pub use proto::publisher::PublisherConfig;
+pub use proto::publisher::{FlowControl, PublisherConfig};
 pub use proto::{Event, JoinPolicy, LossReason, OfferError, ReceiverConfig, SourceId};
 #[cfg(unix)]
 pub use transport::{

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nakcast::OwnedEvent;
 use nakcast::proto::{
-    AuthConfig, AuthKey, JoinPolicy, LossReason, PublisherConfig, ReceiverConfig,
+    AuthConfig, AuthKey, FlowControl, JoinPolicy, LossReason, PublisherConfig, ReceiverConfig,
 };
 use nakcast::sim::{GilbertElliott, LinkConfig, Sim, SimConfig, Workload};
 use rand::rngs::SmallRng;
@@ -112,8 +112,22 @@ pub fn scenario(seed: u64, auth: bool) -> (SimConfig, bool) {
     } else {
         Default::default()
     };
+    // Flow control from its own stream too: any mode, and windows from a few frames (the
+    // publisher held back all the time, reports lost on the return link) to the default.
+    let mut flow_rng = SmallRng::seed_from_u64(seed ^ 0xF10);
+    let flow_control = match flow_rng.random_range(0..3) {
+        0 => FlowControl::None,
+        1 => FlowControl::Max,
+        _ => FlowControl::Min,
+    };
+    let flow_window = if flow_rng.random_bool(0.5) {
+        flow_rng.random_range(2000..20_000)
+    } else {
+        ReceiverConfig::default().flow_window
+    };
     let publisher = PublisherConfig {
         auth: pub_auth,
+        flow_control,
         mtu: rng.random_range(300..1472),
         ring_bytes: if big_ring {
             1 << 22
@@ -144,6 +158,7 @@ pub fn scenario(seed: u64, auth: bool) -> (SimConfig, bool) {
         },
         reorder_window: if rng.random_bool(0.2) { 16 } else { 4096 },
         auth: recv_auth,
+        flow_window,
         ..patient_receiver()
     };
     let cfg = SimConfig {
@@ -201,6 +216,7 @@ fn check_scenarios(seeds: &[u64], auth: bool) {
     let mut total_lost = 0u64;
     let mut total_recovered = 0u64;
     let mut total_msgs = 0u64;
+    let mut held = 0u64;
     for &seed in seeds {
         let (cfg, big_ring) = scenario(seed, auth);
         let mut sim = Sim::new(cfg.clone());
@@ -210,6 +226,7 @@ fn check_scenarios(seeds: &[u64], auth: bool) {
         }
         for i in 0..cfg.workloads.len() {
             assert_eq!(sim.publisher_auth_failures(i), 0, "seed {seed}");
+            held += sim.publisher_flow_blocked(i);
         }
         for j in 0..sim.receiver_count() {
             let s = sim.receiver(j).stats();
@@ -237,9 +254,12 @@ fn check_scenarios(seeds: &[u64], auth: bool) {
         }
     }
     println!(
-        "auth {auth}: delivered {total_msgs} messages, recovered {total_recovered} fragments, {total_lost} reported lost"
+        "auth {auth}: delivered {total_msgs} messages, recovered {total_recovered} fragments, \
+         {total_lost} reported lost; flow control held publishers back {held} times"
     );
     assert!(total_msgs > 0);
+    // Flow control really bound in these scenarios (windows of a few frames).
+    assert!(seeds.len() < 50 || held > 0, "{held}");
 }
 
 /// The checker itself must catch each kind of violation, or the property test proves

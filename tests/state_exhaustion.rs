@@ -204,8 +204,9 @@ fn forged_sources_cannot_make_reorder_buffers_outgrow_reorder_bytes() {
 }
 
 /// A million NAK and STATUS frames from random addresses, sessions and streams (a quarter
-/// of them for the publisher's own session and stream): queued repairs and destinations
-/// stay at their limits and the publisher allocates nothing more.
+/// of them for the publisher's own session and stream; half the STATUS frames flow
+/// reports): queued repairs, destinations and flow receivers stay at their limits and the
+/// publisher allocates nothing more.
 #[test]
 fn a_million_forged_naks_and_statuses_leave_the_publisher_within_its_limits() {
     let _serial = RSS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -229,7 +230,7 @@ fn a_million_forged_naks_and_statuses_leave_the_publisher_within_its_limits() {
     let mut rng = SmallRng::seed_from_u64(9);
     let mut buf = vec![0u8; 2048];
     let before = rss();
-    let (mut max_queued, mut max_dest) = (0, 0);
+    let (mut max_queued, mut max_dest, mut max_flow) = (0, 0, 0);
     for i in 0..1_000_000u64 {
         let ours = rng.random_bool(0.25);
         let (stream, sess) = if ours {
@@ -242,7 +243,14 @@ fn a_million_forged_naks_and_statuses_leave_the_publisher_within_its_limits() {
             let r = SeqRange::new(start, start + rng.random_range(1..MAX_RANGE_SPAN));
             wire::emit_ranges(&mut buf, FrameType::Nak, stream, sess, &[r]).unwrap()
         } else {
-            wire::emit_status(&mut buf, stream, sess, rng.random_bool(0.1)).unwrap()
+            {
+                // Flow reports from ever new addresses: the flow table must stay bounded.
+                let flow = rng.random_bool(0.5).then(|| wire::FlowReport {
+                    position: rng.random_range(0..40_000),
+                    window: rng.random(),
+                });
+                wire::emit_status(&mut buf, stream, sess, rng.random_bool(0.1), flow).unwrap()
+            }
         };
         p.handle_datagram(now, random_addr(&mut rng), &buf[..n]);
         if i % 16 == 0 {
@@ -251,25 +259,35 @@ fn a_million_forged_naks_and_statuses_leave_the_publisher_within_its_limits() {
         }
         max_queued = max_queued.max(p.queued_repairs());
         max_dest = max_dest.max(p.dynamic_destinations());
+        max_flow = max_flow.max(p.flow_receivers());
         assert!(p.queued_repairs() <= cfg.max_queued_repairs);
         assert!(p.dynamic_destinations() <= cfg.max_destinations);
+        assert!(p.flow_receivers() <= cfg.max_flow_receivers);
     }
     let after = rss();
     let s = p.stats();
     println!(
         "publisher: 1,000,000 forged NAK/STATUS frames; RSS {:.1} MiB -> {:.1} MiB (+{:.1}); \
          queued repairs peak {max_queued} (limit {}), destinations peak {max_dest} (limit {}), \
-         refused {}, NAKs for this session {}",
+         refused {}, flow receivers peak {max_flow} (limit {}), refused {}, NAKs for this \
+         session {}",
         mib(before),
         mib(after),
         mib(after.saturating_sub(before)),
         cfg.max_queued_repairs,
         cfg.max_destinations,
         s.destinations_refused,
+        cfg.max_flow_receivers,
+        s.flow_refused,
         s.naks_received
     );
     assert_eq!(max_dest, cfg.max_destinations, "the flood filled the table");
-    assert!(s.destinations_refused > 100_000, "{s:?}");
+    assert!(s.destinations_refused > 50_000, "{s:?}");
+    assert_eq!(
+        max_flow, cfg.max_flow_receivers,
+        "the flood filled the flow table"
+    );
+    assert!(s.flow_refused > 10_000, "{s:?}");
     assert!(s.naks_received > 100_000 && s.retransmits > 0, "{s:?}");
     // Everything the publisher keeps was allocated when it was built.
     assert!(

@@ -166,6 +166,28 @@ impl IdleArg {
     }
 }
 
+/// How a publisher paces new data by its subscribers' flow reports (`--flow`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowArg {
+    /// No further than the fastest subscriber can take (the default).
+    Max,
+    /// No further than the slowest subscriber can take.
+    Min,
+    /// Never wait for subscribers (a slow one loses data and reports it).
+    None,
+}
+
+impl FlowArg {
+    /// The library's flow-control mode for this choice.
+    pub fn mode(self) -> nakcast::FlowControl {
+        match self {
+            FlowArg::Max => nakcast::FlowControl::Max,
+            FlowArg::Min => nakcast::FlowControl::Min,
+            FlowArg::None => nakcast::FlowControl::None,
+        }
+    }
+}
+
 /// A channel on `group` over `interface` with stream id `stream`.
 pub fn channel(group: SocketAddr, interface: &str, stream: u32) -> Channel {
     let Ok(iface) = interface.parse::<Interface>();

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::auth::AuthArgs;
 use super::{
-    ChannelArgs, CliError, IdleArg, RepairPercentiles, StatusLine, parse_rate, parse_secs,
+    ChannelArgs, CliError, FlowArg, IdleArg, RepairPercentiles, StatusLine, parse_rate, parse_secs,
     print_json, r3,
 };
 
@@ -64,7 +64,8 @@ pub fn check_payload(buf: &[u8]) -> Option<u64> {
     nakcast pub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 5000000 --size 32\n  \
     nakcast pub --group 239.255.0.1:40456 --interface 127.0.0.1 --count 1000000 --size 1024 --raw\n\n\
     JSON (--json, last line of stdout): sent, bytes, naks_received, retransmitted, repair_copies_sent, unavailable,\n\
-    elapsed_s, msgs_per_s, auth_failures, gso (whether segmentation offload stayed on) (and raw: true with --raw).")]
+    elapsed_s, msgs_per_s, auth_failures, gso (whether segmentation offload stayed on), flow_receivers\n\
+    (subscribers that reported flow), flow_blocked (times flow control held data back) (and raw: true with --raw).")]
 pub struct PubArgs {
     #[command(flatten)]
     channel: ChannelArgs,
@@ -76,8 +77,8 @@ pub struct PubArgs {
     /// Message size in bytes (at least 8: the index, then bytes derived from it).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(8..=1_048_576))]
     size: u64,
-    /// Send at this many messages per second (default: as fast as possible; there is no
-    /// flow control, so a publisher can outrun slow subscribers).
+    /// Send at this many messages per second (default: as fast as flow control lets: see
+    /// --flow).
     #[arg(long, value_name = "MSGS_PER_SEC", value_parser = parse_rate)]
     rate: Option<f64>,
     /// Keep serving NAKs and heartbeats this long after the last message.
@@ -112,6 +113,11 @@ pub struct PubArgs {
     /// `sendmmsg` path of any UDP application; `--raw --gso on` is the GSO baseline).
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     gso: Option<bool>,
+    /// Flow control: send no further ahead than the fastest subscriber (max) or the
+    /// slowest (min) reports it can take, or never wait (none). A subscriber that stops
+    /// reporting stops counting after 1 s.
+    #[arg(long, value_enum, default_value = "max", conflicts_with_all = ["raw"])]
+    flow: FlowArg,
     /// Print one JSON object on the last line of stdout instead of a status line.
     #[arg(long)]
     json: bool,
@@ -129,7 +135,8 @@ pub struct PubArgs {
     JSON (--json, last line of stdout): delivered, lost, duplicates, out_of_order, corrupt,\n\
     naks_sent, recovered, repair_p50_us, repair_p90_us, repair_p99_us (gap detected to\n\
     delivered in order; null without repairs), elapsed_s, msgs_per_s, mb_per_s, sessions,\n\
-    restarts (publisher restarts seen: a new session from the same source), auth_failures.\n\
+    restarts (publisher restarts seen: a new session from the same source), auth_failures,\n\
+    flow_reports (flow-control reports sent to publishers).\n\
     Exit status: 0 when --count messages were delivered (when given), verified (with --verify)\n\
     and none lost; 1 otherwise; 2 for usage or set-up errors.")]
 pub struct SubArgs {
@@ -168,6 +175,10 @@ pub struct SubArgs {
     /// handed out as the same datagrams. Default: on for the protocol, off with --raw.
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     gro: Option<bool>,
+    /// Flow-control window reported to publishers, in bytes (default 1 MiB, lowered to a
+    /// quarter of the socket buffer the kernel granted); 0 sends no flow reports.
+    #[arg(long, value_name = "BYTES", conflicts_with_all = ["raw"])]
+    flow_window: Option<u32>,
     /// Print one JSON object on the last line of stdout instead of a status line.
     #[arg(long)]
     json: bool,
@@ -190,6 +201,7 @@ pub fn run_pub(a: PubArgs) -> Result<(), CliError> {
     if let Some(n) = a.repair_copies {
         opts.protocol.repair_copies = n;
     }
+    opts.protocol.flow_control = a.flow.mode();
     let mut publisher = Publisher::new(opts)?;
     let mut status = StatusLine::new(!a.json);
     let start = Instant::now();
@@ -251,6 +263,8 @@ pub fn run_pub(a: PubArgs) -> Result<(), CliError> {
         "heartbeats": s.heartbeats,
         "send_errors": publisher.send_errors(),
         "gso": publisher.segmentation_offload(),
+        "flow_receivers": s.flow_added,
+        "flow_blocked": s.flow_blocked,
         "session": format!("{:016x}", publisher.session()),
         "auth_failures": s.auth_failures,
     });
@@ -683,6 +697,9 @@ pub fn run_sub(a: SubArgs) -> Result<(), CliError> {
     }
     opts.inject_loss = a.loss / 100.0;
     opts.socket.receive_offload = a.gro.unwrap_or(true);
+    if let Some(w) = a.flow_window {
+        opts.protocol.flow_window = w;
+    }
     let mut sub = Subscriber::new(opts)?;
     let mut idler = Idler::default();
 
@@ -846,6 +863,7 @@ pub fn run_sub(a: SubArgs) -> Result<(), CliError> {
         "verified": a.verify,
         "wall_s": r3(start.elapsed().as_secs_f64()),
         "auth_failures": s.auth_failures,
+        "flow_reports": s.flow_reports,
     });
     if a.json {
         print_json(&v);

@@ -590,7 +590,7 @@ mod tests {
                 FrameType::Nak | FrameType::Unavailable => {
                     wire::emit_ranges(&mut buf, ty, 1, 2, &[SeqRange::new(3, 4); 64]).unwrap()
                 }
-                FrameType::Status => wire::emit_status(&mut buf, 1, 2, true).unwrap(),
+                FrameType::Status => wire::emit_status(&mut buf, 1, 2, true, None).unwrap(),
                 FrameType::Data => unreachable!(),
             };
             let sealed = k.seal(&mut buf, len).unwrap();

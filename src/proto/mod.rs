@@ -14,7 +14,7 @@ pub mod transmit;
 pub mod wire;
 
 pub use auth::{AuthConfig, AuthKey, Keyring};
-pub use publisher::{OfferError, Publisher, PublisherConfig, PublisherStats};
+pub use publisher::{FlowControl, OfferError, Publisher, PublisherConfig, PublisherStats};
 pub use receiver::{
     Event, JoinPolicy, LossReason, OwnedEvent, Receiver, ReceiverConfig, ReceiverFootprint,
     ReceiverStats, RepairLatency, SourceId,

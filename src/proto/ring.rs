@@ -18,6 +18,9 @@ pub struct RingEntry {
     pub end_seq: u64,
     offset: usize,
     len: usize,
+    /// Byte position of the frame in the session's stream of frames (the lengths of all
+    /// frames stored before it), for flow control.
+    pos: u64,
     /// When this frame was last sent as a repair.
     pub last_repair: Option<Instant>,
     /// Whether a repair of this frame is queued and not yet sent.
@@ -28,6 +31,17 @@ impl RingEntry {
     /// Length of the stored frame in bytes.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Byte position of the frame in the stream of frames stored since the ring was
+    /// created (the lengths of all frames before it).
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// Byte position one past the frame.
+    pub fn end_pos(&self) -> u64 {
+        self.pos + self.len as u64
     }
 
     /// Whether the stored frame is empty (never, for frames the publisher stores).
@@ -49,6 +63,8 @@ pub struct RetransmitRing {
     prefetched: usize,
     /// Sequence numbers below this have been evicted (or were never sent).
     oldest_seq: u64,
+    /// Byte position one past the newest frame stored.
+    end_pos: u64,
 }
 
 impl RetransmitRing {
@@ -65,6 +81,7 @@ impl RetransmitRing {
             reserved: 0,
             prefetched: 0,
             oldest_seq: initial_seq,
+            end_pos: 0,
         }
     }
 
@@ -85,6 +102,7 @@ impl RetransmitRing {
                 end_seq: 0,
                 offset: 0,
                 len: 0,
+                pos: 0,
                 last_repair: None,
                 repair_queued: false,
             };
@@ -108,6 +126,20 @@ impl RetransmitRing {
     /// Whether no frame is retained.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Byte position one past the newest frame stored (the total length of every frame
+    /// stored so far).
+    pub fn end_pos(&self) -> u64 {
+        self.end_pos
+    }
+
+    /// How many frames from index `from` on end at or below byte position `limit`.
+    pub fn count_within(&self, from: usize, limit: u64) -> usize {
+        // Positions grow from front to back: count over the whole index.
+        self.entries
+            .partition_point(|e| e.end_pos() <= limit)
+            .saturating_sub(from)
     }
 
     /// Capacity of the byte buffer.
@@ -177,9 +209,11 @@ impl RetransmitRing {
             end_seq,
             offset: self.head,
             len,
+            pos: self.end_pos,
             last_repair: None,
             repair_queued: false,
         });
+        self.end_pos += len as u64;
         self.head += len;
         self.reserved = 0;
         while end_seq - self.oldest_seq > self.max_seqs && self.entries.len() > 1 {
@@ -255,6 +289,16 @@ mod tests {
         assert!(r.len() >= 1000 / 60 - 2, "{}", r.len());
         assert_eq!(r.find(0), None);
         assert_eq!(r.find(seq), None);
+        // Stream positions count every frame ever stored, evicted ones included.
+        assert_eq!(r.end_pos(), 50 * 60);
+        let last = r.len() - 1;
+        assert_eq!(r.entry(last).end_pos(), 50 * 60);
+        assert_eq!(r.entry(0).pos(), (50 - r.len() as u64) * 60);
+        assert_eq!(r.count_within(0, r.entry(0).pos()), 0);
+        assert_eq!(r.count_within(0, r.entry(2).end_pos()), 3);
+        assert_eq!(r.count_within(1, r.entry(2).end_pos() + 59), 2);
+        assert_eq!(r.count_within(0, u64::MAX), r.len());
+        assert_eq!(r.count_within(r.len(), u64::MAX), 0);
     }
 
     #[test]

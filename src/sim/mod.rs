@@ -179,6 +179,7 @@ pub struct Sim {
     pub naks_delivered: Vec<u64>,
     retransmits: Vec<u64>,
     auth_failures: Vec<u64>,
+    flow_blocked: Vec<u64>,
 }
 
 /// How long a killed publisher takes to come back with a new session: longer than any
@@ -240,6 +241,7 @@ impl Sim {
             naks_delivered: vec![0; n],
             retransmits: vec![0; n],
             auth_failures: vec![0; n],
+            flow_blocked: vec![0; n],
             cfg,
         };
         for i in 0..n {
@@ -330,7 +332,10 @@ impl Sim {
             if f.to >= usize::MAX - self.publishers.len() {
                 let i = usize::MAX - f.to;
                 if let Some(core) = &mut self.publishers[i].core {
-                    self.naks_delivered[i] += 1;
+                    // Flow reports (STATUS) reach the publisher too; count only NAKs.
+                    if Header::parse(&f.bytes).is_ok_and(|h| h.frame_type == FrameType::Nak) {
+                        self.naks_delivered[i] += 1;
+                    }
                     let before = core.stats().auth_failures;
                     core.handle_datagram(now, f.from, &f.bytes);
                     self.auth_failures[i] += core.stats().auth_failures - before;
@@ -373,7 +378,9 @@ impl Sim {
                 let p = &mut self.publishers[i];
                 let Some(core) = &mut p.core else { break };
                 let before = *core.stats();
-                let Some(t) = core.poll_transmit(now, &mut self.buf) else {
+                let t = core.poll_transmit(now, &mut self.buf);
+                self.flow_blocked[i] += core.stats().flow_blocked - before.flow_blocked;
+                let Some(t) = t else {
                     break;
                 };
                 let coalesced = core.stats().repairs_coalesced - before.repairs_coalesced;
@@ -544,6 +551,11 @@ impl Sim {
     /// Frames publisher `i` dropped for failing authentication, over all its sessions.
     pub fn publisher_auth_failures(&self, i: usize) -> u64 {
         self.auth_failures[i]
+    }
+
+    /// Times flow control held publisher `i`'s new data back, over all its sessions.
+    pub fn publisher_flow_blocked(&self, i: usize) -> u64 {
+        self.flow_blocked[i]
     }
 
     /// Check the delivery invariant for every receiver and session.

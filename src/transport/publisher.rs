@@ -302,6 +302,12 @@ impl Publisher {
     /// ```
     pub fn poll(&mut self) -> Result<usize, Error> {
         let now = self.clock();
+        let work = self.receive_control(now)?;
+        Ok(work + self.transmit(now, true))
+    }
+
+    /// Receive NAKs and STATUS frames into the core; returns how many.
+    fn receive_control(&mut self, now: Instant) -> Result<usize, Error> {
         let mut work = 0;
         // Bounded twice: per call, so that NAKs arriving faster than they are handled (a
         // flood) cannot keep this call from returning; and per second, so that a flood
@@ -322,14 +328,26 @@ impl Publisher {
                 Err(e) => return Err(e.into()),
             }
         }
-        work += self.transmit(now, true);
         Ok(work)
     }
 
     /// Move frames from the core to the socket until the core has nothing due or the
     /// kernel pushes back; returns how many datagrams were sent. Without `seal_open`, the
-    /// open frame stays open (only full frames go).
+    /// open frame stays open (only full frames go). If flow control holds frames back,
+    /// the receivers' latest reports are read first and sending resumes as far as they
+    /// allow: `offer` and `flush` keep a flow-controlled stream moving even when the
+    /// application calls [`poll`](Self::poll) rarely. (A control-socket error is left for
+    /// `poll` to report.)
     fn transmit(&mut self, now: Instant, seal_open: bool) -> usize {
+        let sent = self.transmit_frames(now, seal_open);
+        if self.core.flow_blocked() && self.receive_control(now).is_ok_and(|n| n > 0) {
+            return sent + self.transmit_frames(now, seal_open);
+        }
+        sent
+    }
+
+    /// [`transmit`](Self::transmit) without the flow-control catch-up.
+    fn transmit_frames(&mut self, now: Instant, seal_open: bool) -> usize {
         let next = |core: &mut Core, buf: &mut [u8]| {
             if seal_open {
                 core.poll_transmit(now, buf)

@@ -224,6 +224,13 @@ impl Subscriber {
             cfg.status_to = vec![opts.channel.endpoint];
             (data, control, Vec::new())
         };
+        // Flow reports promise publishers no more than the data socket can queue: a quarter
+        // of what the kernel reports (twice the granted size), since it also charges each
+        // datagram's overhead to the buffer.
+        if let Ok(n) = socket2::SockRef::from(&data.socket).recv_buffer_size() {
+            let cap = u32::try_from(n / 4).unwrap_or(u32::MAX);
+            cfg.flow_window = cfg.flow_window.min(cap);
+        }
         let warnings = setup_warnings([data.warnings, control_warnings]);
         let poller = Poll::new()?;
         let loss = (opts.inject_loss > 0.0).then(|| {
@@ -451,6 +458,27 @@ impl Subscriber {
         }
     }
 
+    /// Tell the publishers this subscriber is going away: a last flow report with the
+    /// LEAVING flag to each publisher followed (flow control stops counting it at once,
+    /// not after `flow_timeout`) and, in unicast mode, a LEAVING STATUS (the publisher
+    /// stops sending to it). Sent once, best effort (a datagram the kernel refuses is not
+    /// retried); dropping the subscriber does it too. Receiving goes on as before.
+    ///
+    /// ```
+    /// # use nakcast::{Subscriber, SubscriberOptions};
+    /// # let channel = nakcast::transport::doc_channel();
+    /// let mut sub = Subscriber::new(SubscriberOptions::new(channel))?;
+    /// sub.leave();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn leave(&mut self) {
+        if self.core.is_leaving() {
+            return;
+        }
+        self.core.leave();
+        self.transmit(Instant::now());
+    }
+
     /// Register the data socket with the poller, once, before the first blocking wait.
     /// Readiness is edge-triggered, but registering reports a socket that is already
     /// readable, so datagrams queued before it are not slept past.
@@ -638,6 +666,12 @@ fn setup_warnings<const N: usize>(per_socket: [Vec<SocketWarning>; N]) -> Vec<So
         log_warning(w);
     }
     warnings
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.leave();
+    }
 }
 
 #[cfg(test)]

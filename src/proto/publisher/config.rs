@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::FlowControl;
 use crate::proto::auth::AuthConfig;
 use crate::proto::wire::{self, DataFrameWriter};
 
@@ -86,6 +87,25 @@ pub struct PublisherConfig {
     /// below this (a third or less, so that two lost STATUS frames do not drop a receiver).
     /// Clamped to 1 ms ..= 1 day.
     pub destination_timeout: Duration,
+    /// How new data is paced by the receivers' flow reports (receivers report by
+    /// default: `ReceiverConfig::flow_window`). [`FlowControl::Max`] (default): no
+    /// further than the fastest receiver can take; `Min`: the slowest; `None`: never
+    /// wait. See docs/PROTOCOL.md §3.2.
+    pub flow_control: FlowControl,
+    /// Most receivers whose flow reports are tracked; reports from further addresses are
+    /// counted in [`PublisherStats::flow_refused`](super::PublisherStats) and ignored.
+    /// At most 4096; lookups are linear in the count.
+    pub max_flow_receivers: usize,
+    /// A receiver that sent no flow report for this long no longer holds new data back.
+    /// Receivers report on every heartbeat (at least every `heartbeat_max`) and as they
+    /// consume, so this is the longest a crashed receiver can slow the publisher.
+    /// Clamped to at least twice `heartbeat_max` and at most a day.
+    pub flow_timeout: Duration,
+    /// Bytes of DATA frames a session sends before the first flow report arrives (the
+    /// receivers' report comes once they hear the first frame); then it waits for one,
+    /// at most `flow_timeout`, and with no report carries on unheld. Small enough for any
+    /// socket buffer. At least one frame (`mtu`).
+    pub initial_flow_window: usize,
     /// Frame authentication (off by default): with a key, every frame sent carries a
     /// 20-byte trailer (key id and MAC) inside `mtu`, and NAKs and STATUS frames without a
     /// valid one are dropped and counted in
@@ -120,6 +140,10 @@ impl Default for PublisherConfig {
             send_burst: 1 << 20,
             max_destinations: 64,
             destination_timeout: Duration::from_secs(5),
+            flow_control: FlowControl::Max,
+            max_flow_receivers: 64,
+            flow_timeout: Duration::from_secs(1),
+            initial_flow_window: 64 << 10,
             auth: AuthConfig::default(),
         }
     }
@@ -156,6 +180,9 @@ impl PublisherConfig {
         self.destination_timeout = self
             .destination_timeout
             .clamp(Duration::from_millis(1), Duration::from_secs(86_400));
+        self.max_flow_receivers = self.max_flow_receivers.clamp(1, 1 << 12);
+        self.flow_timeout = self.flow_timeout.min(day).max(self.heartbeat_max * 2);
+        self.initial_flow_window = self.initial_flow_window.max(self.mtu);
         // A message must fit in the unsent allowance, or it could never be offered.
         let room = self.frame_limit() - DataFrameWriter::EMPTY_LEN - wire::FRAGMENT_HEADER_LEN;
         let allowance_frames = (self.max_unsent_frames().saturating_sub(1) as u64)

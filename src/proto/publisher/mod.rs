@@ -22,14 +22,29 @@
 //! static destinations that never expire. Recovery is unchanged: NAKs are unicast as
 //! always, and repairs go to [`Destination::Group`] like everything else.
 //!
+//! # Flow control
+//! Receivers report the sequence number they will deliver next and a window in bytes
+//! (STATUS frames with a flow report, sent as they consume and in reply to heartbeats).
+//! New DATA frames go no further than the window of the fastest receiver
+//! ([`FlowControl::Max`], the default) or the slowest ([`FlowControl::Min`]); frames held
+//! back stay unsent in the ring, and `offer` pushes back once the unsent allowance is full.
+//! A receiver silent for [`PublisherConfig::flow_timeout`] stops counting. A session sends
+//! [`PublisherConfig::initial_flow_window`] bytes before the first report, then waits for
+//! one (at most `flow_timeout`). Heartbeats announce only what was sent, so receivers never
+//! NAK held-back frames.
+//!
 //! Without authentication, anyone who can send the publisher a STATUS datagram can make it
 //! send the stream to an address of their choosing (a spoofed source address included),
 //! for up to `destination_timeout`. `max_destinations` bounds the damage; deploy unicast
 //! mode only where the publisher's port is reachable by trusted hosts.
 
 mod config;
+mod flow;
 
 pub use config::PublisherConfig;
+pub use flow::FlowControl;
+
+use flow::{FlowTable, Reported};
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -144,6 +159,19 @@ pub struct PublisherStats {
     pub destinations_left: u64,
     /// STATUS frames from new addresses refused because `max_destinations` were tracked.
     pub destinations_refused: u64,
+    /// Flow reports accepted (STATUS frames with a flow report for this session).
+    pub flow_reports: u64,
+    /// Receivers that started reporting (added to the flow table).
+    pub flow_added: u64,
+    /// Flow reports from new addresses ignored because `max_flow_receivers` were tracked.
+    pub flow_refused: u64,
+    /// Receivers dropped from the flow table: silent for `flow_timeout`.
+    pub flow_expired: u64,
+    /// Receivers removed from the flow table by a STATUS with the LEAVING flag.
+    pub flow_left: u64,
+    /// Times new data was held back by flow control (counted when sending stops for it,
+    /// not per attempt).
+    pub flow_blocked: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -223,6 +251,10 @@ pub struct Publisher {
     /// No dynamic destination expires before this (a lower bound: refreshes move the real
     /// expiries later; the scan in `expire_destinations` recomputes it).
     next_expiry: Option<Instant>,
+    /// Receivers' flow reports and the limit they set on new data.
+    flow: FlowTable,
+    /// The last attempt to send new data was held back by flow control.
+    flow_held: bool,
     closing: bool,
     /// The latest `now` seen by any entry point (for deadlines computed without one).
     now: Instant,
@@ -275,6 +307,13 @@ impl Publisher {
             destinations: Vec::with_capacity(cfg.max_destinations),
             dynamic_destinations: 0,
             next_expiry: None,
+            flow: FlowTable::new(
+                cfg.flow_control,
+                cfg.max_flow_receivers,
+                cfg.flow_timeout,
+                cfg.initial_flow_window as u64,
+            ),
+            flow_held: false,
             closing: false,
             now,
             stats: PublisherStats::default(),
@@ -307,6 +346,13 @@ impl Publisher {
     /// The next sequence number `offer` will assign.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// One past the last sequence number sent: [`next_seq`](Self::next_seq) less what
+    /// waits in the open frame or in frames not handed to the transport yet (flow control
+    /// or a full socket). What heartbeats announce.
+    pub fn sent_seq(&self) -> u64 {
+        self.unsent_seq
     }
 
     /// Oldest sequence number still repairable.
@@ -436,6 +482,87 @@ impl Publisher {
         self.stats.destinations_added += 1;
         // Tell the joiner the window now rather than up to heartbeat_max later.
         self.heartbeat.due_now = true;
+    }
+
+    /// A flow report from `from` about `session`: track the receiver's limit (or, leaving,
+    /// stop tracking it).
+    fn on_flow_report(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        session: u64,
+        leaving: bool,
+        report: wire::FlowReport,
+    ) {
+        self.stats.status_received += 1;
+        if session != self.session || !self.flow.is_on() {
+            self.stats.ignored_frames += 1;
+            return;
+        }
+        self.stats.flow_reports += 1;
+        if leaving {
+            if self.flow.leave(from) {
+                self.stats.flow_left += 1;
+            }
+            return;
+        }
+        // A window smaller than a frame would hold the next frame back for ever.
+        let window = u64::from(report.window).max(self.frame_limit as u64);
+        let limit = self.stream_pos(report.position).saturating_add(window);
+        match self.flow.report(now, from, limit) {
+            Reported::Added => self.stats.flow_added += 1,
+            Reported::Refused => self.stats.flow_refused += 1,
+            Reported::Updated => {}
+        }
+    }
+
+    /// Byte position of the frame holding `seq` in the stream of frames: for a sequence
+    /// number not sent yet (or forged beyond), the end of what was sent; for one evicted
+    /// already, the oldest frame retained.
+    fn stream_pos(&self, seq: u64) -> u64 {
+        let sent_end = self.ring.len() - self.unsent_frames;
+        let sent_pos = if self.unsent_frames > 0 {
+            self.ring.entry(sent_end).pos()
+        } else {
+            self.ring.end_pos()
+        };
+        if seq >= self.unsent_seq || sent_end == 0 {
+            return sent_pos;
+        }
+        match self.ring.find(seq) {
+            Some(i) => self.ring.entry(i).pos(),
+            None => self.ring.entry(0).pos(),
+        }
+    }
+
+    /// Receivers whose flow reports are tracked.
+    pub fn flow_receivers(&self) -> usize {
+        self.flow.len()
+    }
+
+    /// Whether sealed frames wait because flow control holds them back (the I/O layer
+    /// then reads the receivers' reports before it gives up on sending).
+    pub fn flow_blocked(&self) -> bool {
+        self.unsent_frames > 0 && !self.flow_allows(self.ring.len() - self.unsent_frames)
+    }
+
+    /// Whether flow control lets the frame at ring index `i` go out.
+    fn flow_allows(&self, i: usize) -> bool {
+        self.flow
+            .limit()
+            .is_none_or(|limit| self.ring.entry(i).end_pos() <= limit)
+    }
+
+    /// Note whether sending new data stopped at `now` for flow control (counted once per
+    /// stop).
+    fn note_flow_held(&mut self, now: Instant, held: bool) {
+        if held {
+            if !self.flow_held {
+                self.stats.flow_blocked += 1;
+            }
+            self.flow.held(now);
+        }
+        self.flow_held = held;
     }
 
     /// Fault in the retransmit ring's memory now rather than during the first lap of
@@ -598,13 +725,19 @@ impl Publisher {
     }
 
     /// Advance the timers to `now` without producing a frame: expire unicast destinations
-    /// silent for `destination_timeout`, and seal the open frame once `linger` has passed
+    /// silent for `destination_timeout` and flow reporters silent for `flow_timeout`, and seal the open frame once `linger` has passed
     /// (it then goes out at the next [`poll_transmit`](Self::poll_transmit)). Heartbeats,
     /// repairs and CLOSE are timed by `poll_transmit` itself, so calling this is optional;
     /// it is here for drivers that separate timers from transmission.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.expire_destinations(now);
+        self.expire_flow(now);
         self.seal_lingered(now);
+    }
+
+    /// Stop counting receivers silent for `flow_timeout`.
+    fn expire_flow(&mut self, now: Instant) {
+        self.stats.flow_expired += self.flow.expire(now) as u64;
     }
 
     /// Report that the frames the last [`poll_transmit`](Self::poll_transmit) calls
@@ -647,8 +780,17 @@ impl Publisher {
         }
         let list = match self.keyring.open(bytes) {
             Ok(Frame::Nak(list)) => list,
-            Ok(Frame::Status { header, leaving }) if header.stream == self.cfg.stream => {
-                self.on_status(now, from, leaving);
+            Ok(Frame::Status {
+                header,
+                leaving,
+                flow,
+            }) if header.stream == self.cfg.stream => {
+                match flow {
+                    // Flow reports are a receiver's own business with this session; they
+                    // neither add nor refresh unicast destinations.
+                    Some(report) => self.on_flow_report(now, from, header.session, leaving, report),
+                    None => self.on_status(now, from, leaving),
+                }
                 return;
             }
             Ok(_) => {
@@ -785,6 +927,7 @@ impl Publisher {
     ) -> Option<Transmit> {
         self.now = now;
         self.expire_destinations(now);
+        self.expire_flow(now);
         if let Some(t) = self.transmit_unavailable(now, buf) {
             return Some(t);
         }
@@ -989,6 +1132,11 @@ impl Publisher {
         // rather than search the index (a binary search over it misses the cache).
         let i = self.ring.len() - self.unsent_frames;
         debug_assert_eq!(self.ring.find(self.unsent_seq), Some(i));
+        let allowed = self.flow_allows(i);
+        self.note_flow_held(now, !allowed);
+        if !allowed {
+            return None;
+        }
         let frame = self.ring.frame(i);
         let stored = frame.len();
         buf[..stored].copy_from_slice(frame);
@@ -1011,6 +1159,7 @@ impl Publisher {
         self.unsent_bytes -= self.ring.entry(i).len();
         self.stats.data_frames += 1;
         self.stats.data_bytes += len as u64;
+        self.flow_held = false;
         let hb = &mut self.heartbeat;
         hb.last_data = now;
         hb.data_since = true;
@@ -1018,8 +1167,8 @@ impl Publisher {
 
     /// The sealed, unsent frames exactly as they go on the wire, oldest first, when they
     /// can be sent straight from the ring: nothing must go before them (no UNAVAILABLE
-    /// notice, repair or repair copy pending) and they need no trailer (authentication off). Otherwise
-    /// none. For an I/O layer that gathers datagrams from memory instead of copying them
+    /// notice, repair or repair copy pending) and they need no trailer (authentication off),
+    /// and only as many as flow control lets go. Otherwise none. For an I/O layer that gathers datagrams from memory instead of copying them
     /// (`sendmmsg` over the ring); it then reports how many went out with
     /// [`data_sent`](Self::data_sent). [`poll_transmit`](Self::poll_transmit) remains the
     /// general path.
@@ -1028,9 +1177,13 @@ impl Publisher {
             && self.repair_copy.is_none()
             && self.pending_unavailable.is_none()
             && self.keyring.trailer_len() == 0;
-        let n = if ready { self.unsent_frames } else { 0 };
-        let first = self.ring.len() - n;
-        (first..self.ring.len()).map(|i| self.ring.frame(i))
+        let first = self.ring.len() - self.unsent_frames;
+        let n = match (ready, self.flow.limit()) {
+            (false, _) => 0,
+            (true, None) => self.unsent_frames,
+            (true, Some(limit)) => self.ring.count_within(first, limit),
+        };
+        (first..first + n).map(|i| self.ring.frame(i))
     }
 
     /// Record that the first `n` frames [`unsent_data`](Self::unsent_data) yielded were
@@ -1058,7 +1211,10 @@ impl Publisher {
         if now < self.heartbeat_due() || self.open.is_some() {
             return None;
         }
-        let frame_type = if self.closing {
+        // Announce only what was sent: frames that flow control holds back must not look
+        // lost to the receivers (they would NAK them). CLOSE waits until they are out.
+        let sent_end = self.unsent_seq;
+        let frame_type = if self.closing && self.unsent_frames == 0 {
             FrameType::Close
         } else {
             FrameType::Heartbeat
@@ -1068,11 +1224,11 @@ impl Publisher {
             frame_type,
             self.cfg.stream,
             self.session,
-            self.next_seq,
-            self.ring.oldest_seq().min(self.next_seq),
+            sent_end,
+            self.ring.oldest_seq().min(sent_end),
         )
         .ok()?;
-        wire::set_session_offset(&mut buf[..len], self.next_seq - self.cfg.initial_seq);
+        wire::set_session_offset(&mut buf[..len], sent_end - self.cfg.initial_seq);
         let len = self.keyring.seal(buf, len).ok()?;
         let hb = &mut self.heartbeat;
         hb.interval = if hb.data_since {
@@ -1087,7 +1243,7 @@ impl Publisher {
         hb.data_since = false;
         hb.due_now = false;
         hb.last_sent = now;
-        if self.closing {
+        if frame_type == FrameType::Close {
             self.stats.closes += 1;
         } else {
             self.stats.heartbeats += 1;
@@ -1112,7 +1268,11 @@ impl Publisher {
         if let Some(e) = self.next_expiry {
             t = t.min(e);
         }
-        if self.unsent_frames > 0 || self.repair_copy.is_some() {
+        if let Some(e) = self.flow.next_expiry() {
+            t = t.min(e);
+        }
+        // Frames held back by flow control wait for a report (a datagram) or an expiry.
+        if (self.unsent_frames > 0 && !self.flow_blocked()) || self.repair_copy.is_some() {
             t = t.min(self.now);
         }
         if !self.repairs.is_empty() {

@@ -2,11 +2,13 @@ use super::*;
 use crate::proto::wire::{Frame, FrameType, SeqRange, emit_ranges, emit_status};
 use proptest::prelude::*;
 
-/// The defaults with one copy per repair: these tests count repair datagrams; the copies
-/// have their own tests (`repair_copies_*` in the publisher's).
+/// The defaults with one copy per repair and no flow control: these tests count repair
+/// datagrams and send more than the initial flow window with no receiver reporting; the
+/// copies and flow control have their own tests (`repair_copies_*`, `flow_*`).
 fn one_copy() -> PublisherConfig {
     PublisherConfig {
         repair_copies: 1,
+        flow_control: FlowControl::None,
         ..PublisherConfig::default()
     }
 }
@@ -350,7 +352,7 @@ fn heartbeats_back_off_while_idle_and_close_repeats() {
 
 fn status(stream: u32, session: u64, leaving: bool) -> Vec<u8> {
     let mut buf = [0u8; 64];
-    let n = emit_status(&mut buf, stream, session, leaving).unwrap();
+    let n = emit_status(&mut buf, stream, session, leaving, None).unwrap();
     buf[..n].to_vec()
 }
 
@@ -815,7 +817,7 @@ mod auth {
         let now = t0();
         let mut p = sealed_publisher(1472, now);
         let mut buf = vec![0u8; 128];
-        let n = emit_status(&mut buf, p.stream(), 0, false).unwrap();
+        let n = emit_status(&mut buf, p.stream(), 0, false, None).unwrap();
         p.handle_datagram(now, peer(), &buf[..n]);
         assert_eq!(p.destinations().count(), 0);
         assert_eq!(p.stats().auth_failures, 1);
@@ -1267,4 +1269,156 @@ fn sent_at_redates_the_heartbeat_schedule_forward_only() {
         1,
         "the heartbeat"
     );
+}
+
+/// A flow report from a receiver following `session`.
+fn flow_report(session: u64, position: u64, window: u32, leaving: bool) -> Vec<u8> {
+    let mut buf = [0u8; 64];
+    let report = wire::FlowReport { position, window };
+    let n = emit_status(&mut buf, 0, session, leaving, Some(report)).unwrap();
+    buf[..n].to_vec()
+}
+
+/// A flow-controlled publisher (`mode`) with `mtu` 500 and an initial window of 2000
+/// bytes, holding 40 offered frames of 440 bytes each (one 400-byte message each), none
+/// sent yet.
+fn forty_frames_flow(now: Instant, mode: FlowControl) -> Publisher {
+    let cfg = PublisherConfig {
+        mtu: 500,
+        flow_control: mode,
+        initial_flow_window: 2000,
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 5, now);
+    for i in 0..40u8 {
+        p.offer(now, &[i; 400]).unwrap();
+    }
+    p.flush();
+    assert_eq!(p.full_frames(), 40);
+    p
+}
+
+/// The `(next_seq, is_close)` of a HEARTBEAT or CLOSE frame.
+fn announced(frame: &[u8]) -> (u64, bool) {
+    match Frame::parse(frame).unwrap() {
+        Frame::Heartbeat { next_seq, .. } => (next_seq, false),
+        Frame::Close { next_seq, .. } => (next_seq, true),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn flow_holds_new_data_at_the_reported_window() {
+    let now = t0();
+    let mut p = forty_frames_flow(now, FlowControl::Max);
+    // The initial window (2000 bytes) lets the first four frames (1760 bytes) go.
+    assert_eq!(p.unsent_data().len(), 4, "the gather path is held back too");
+    assert_eq!(drain(&mut p, now).len(), 4);
+    assert!(p.flow_blocked());
+    assert_eq!(p.stats().flow_blocked, 1);
+    // Held frames do not make the publisher due at once: the heartbeat is next.
+    assert_eq!(p.poll_timeout(), now + p.config().heartbeat_min);
+    // Heartbeats announce only what was sent, so no receiver NAKs held-back frames.
+    let later = now + p.config().heartbeat_min;
+    let hb = drain(&mut p, later);
+    assert_eq!(hb.len(), 1);
+    assert_eq!(announced(&hb[0]), (4, false));
+    // A receiver that delivered 0 and 1 and takes 1000 bytes beyond: the frame holding
+    // seq 2 starts at byte 880, so frames up to byte 1880 may go: none new.
+    p.handle_datagram(later, addr(1), &flow_report(5, 2, 1000, false));
+    assert_eq!((p.stats().flow_added, p.flow_receivers()), (1, 1));
+    assert!(drain(&mut p, later).is_empty());
+    // It delivered everything sent: 1760 + 1000 lets two more frames (to 2640) go.
+    p.handle_datagram(later, addr(1), &flow_report(5, 4, 1000, false));
+    assert_eq!(drain(&mut p, later).len(), 2);
+    // A report for another session, or from a receiver claiming more than was sent,
+    // cannot reach past what was sent plus its window.
+    p.handle_datagram(later, addr(2), &flow_report(6, 40, 1 << 30, false));
+    assert_eq!(p.stats().ignored_frames, 1);
+    p.handle_datagram(later, addr(2), &flow_report(5, 1000, 500, false));
+    assert_eq!(drain(&mut p, later).len(), 1, "2640 + 500: one frame");
+    // A window below one frame still lets one frame at a time go.
+    p.handle_datagram(later, addr(2), &flow_report(5, 7, 1, false));
+    assert_eq!(drain(&mut p, later).len(), 1);
+    assert_eq!(p.stats().flow_reports, 4, "the other session's is not one");
+}
+
+#[test]
+fn flow_min_waits_for_the_slowest_max_for_the_fastest() {
+    let now = t0();
+    for (mode, want) in [(FlowControl::Min, 2), (FlowControl::Max, 5)] {
+        let mut p = forty_frames_flow(now, mode);
+        assert_eq!(drain(&mut p, now).len(), 4);
+        // Receiver 1 took everything sent (from byte 1760); receiver 2 is at seq 0.
+        p.handle_datagram(now, addr(1), &flow_report(5, 4, 2200, false));
+        p.handle_datagram(now, addr(2), &flow_report(5, 0, 1000, false));
+        // Min: 0 + 1000 (nothing new); Max: 1760 + 2200 = 3960 (frames to 3960: 5 more).
+        let sent = drain(&mut p, now).len();
+        assert_eq!(
+            sent,
+            if mode == FlowControl::Min { 0 } else { 5 },
+            "{mode:?}"
+        );
+        // Receiver 2 catches up to seq 4 (byte 1760): Min 1760 + 1000 = 2760, two
+        // frames; Max unchanged.
+        p.handle_datagram(now, addr(2), &flow_report(5, 4, 1000, false));
+        assert_eq!(
+            drain(&mut p, now).len(),
+            want - if sent > 0 { 5 } else { 0 }
+        );
+        // Both leave: nobody reports, nothing is held back.
+        p.handle_datagram(now, addr(1), &flow_report(5, 4, 0, true));
+        p.handle_datagram(now, addr(2), &flow_report(5, 4, 0, true));
+        assert_eq!((p.stats().flow_left, p.flow_receivers()), (2, 0));
+        let rest = 40 - 4 - want.max(sent);
+        assert_eq!(drain(&mut p, now).len(), rest, "{mode:?}");
+    }
+}
+
+#[test]
+fn flow_start_up_wait_and_silent_receivers_end_after_flow_timeout() {
+    let now = t0();
+    let mut p = forty_frames_flow(now, FlowControl::Max);
+    assert_eq!(drain(&mut p, now).len(), 4);
+    let timeout = p.config().flow_timeout;
+    // Nobody reports: after the wait, everything goes (with heartbeats in between).
+    let hb = p.config().heartbeat_min;
+    drain(&mut p, now + hb);
+    assert!(p.flow_blocked());
+    let data = |frames: Vec<Vec<u8>>| {
+        frames
+            .iter()
+            .filter(|f| wire::Header::parse(f).unwrap().frame_type == FrameType::Data)
+            .count()
+    };
+    assert_eq!(data(drain(&mut p, now + timeout - us(1))), 0);
+    assert_eq!(data(drain(&mut p, now + timeout)), 36);
+
+    // A receiver reports, then falls silent: it holds the publisher until it expires.
+    let mut p = forty_frames_flow(now, FlowControl::Min);
+    p.handle_datagram(now, addr(1), &flow_report(5, 0, 1000, false));
+    assert_eq!(drain(&mut p, now).len(), 2);
+    assert_eq!(p.poll_timeout(), now + hb, "the heartbeat first");
+    assert_eq!(data(drain(&mut p, now + timeout - us(1))), 0);
+    assert_eq!(p.poll_timeout(), now + timeout, "then the expiry");
+    assert_eq!(data(drain(&mut p, now + timeout)), 38);
+    assert_eq!((p.stats().flow_expired, p.flow_receivers()), (1, 0));
+}
+
+#[test]
+fn flow_close_waits_for_held_data_then_announces_the_end() {
+    let now = t0();
+    let mut p = forty_frames_flow(now, FlowControl::Max);
+    p.close(now);
+    let out = drain(&mut p, now);
+    // Four data frames, then a heartbeat (not a CLOSE: 36 frames still wait).
+    assert_eq!(out.len(), 5);
+    assert_eq!(announced(&out[4]), (4, false));
+    assert_eq!(p.stats().closes, 0);
+    p.handle_datagram(now, addr(1), &flow_report(5, 4, 1 << 20, false));
+    assert_eq!(drain(&mut p, now).len(), 36);
+    let later = now + p.config().heartbeat_min;
+    let out = drain(&mut p, later);
+    assert_eq!(out.len(), 1);
+    assert_eq!(announced(&out[0]), (40, true));
 }

@@ -73,6 +73,14 @@ pub struct ReceiverConfig {
     /// or less, so that losing two STATUS frames in a row does not make the publisher drop
     /// this receiver. Default 1 s; clamped to 1 ms ..= 1 day.
     pub status_interval: Duration,
+    /// Bytes of DATA frames this receiver can take from a publisher beyond the next
+    /// message it will deliver, reported to each publisher for flow control (STATUS with
+    /// a flow report: once a quarter of it was received, in reply to every heartbeat,
+    /// and at join). Publishers hold new data back by it
+    /// (`PublisherConfig::flow_control`). Size it below what the socket buffer holds;
+    /// the transport lowers it to a quarter of the receive buffer the kernel granted.
+    /// Default 1 MiB; 0 sends no flow reports.
+    pub flow_window: u32,
     /// Frame authentication (off by default): with a key, NAK and STATUS frames are sealed
     /// and frames without a valid trailer are dropped and counted in
     /// [`ReceiverStats::auth_failures`](super::ReceiverStats). When it is required (not
@@ -101,6 +109,7 @@ impl Default for ReceiverConfig {
             inactivity_timeout: Duration::from_secs(5),
             status_to: Vec::new(),
             status_interval: Duration::from_secs(1),
+            flow_window: 1 << 20,
             auth: AuthConfig::default(),
         }
     }

@@ -296,6 +296,8 @@ pub struct ReceiverStats {
     pub naks_repeated: u64,
     /// STATUS frames sent (unicast mode), LEAVING ones included.
     pub status_sent: u64,
+    /// Flow reports sent to publishers (STATUS frames with a flow report).
+    pub flow_reports: u64,
     /// Ranges in those NAKs.
     pub nak_ranges: u64,
     /// Missing fragments that arrived after being NAKed.
@@ -372,6 +374,8 @@ pub struct Receiver {
     status: Vec<StatusTarget>,
     /// `leave` was called: periodic STATUS stopped.
     leaving: bool,
+    /// Some source has a flow report due.
+    flow_pending: bool,
     /// The latest `now` any entry point was given (for `poll_timeout`).
     last_now: Option<Instant>,
     stats: ReceiverStats,
@@ -399,6 +403,7 @@ impl Receiver {
             last_source: 0,
             status,
             leaving: false,
+            flow_pending: false,
             last_now: None,
             stats: ReceiverStats::default(),
             repairs: RepairLatency::default(),
@@ -445,10 +450,12 @@ impl Receiver {
         f
     }
 
-    /// Stop asking for the stream (unicast mode): the next `poll_transmit` calls send one
-    /// STATUS with the LEAVING flag to each `status_to` address, and no periodic STATUS is
-    /// sent afterwards. Frames still arriving are processed as usual. Calling it again
-    /// changes nothing; in multicast mode it does nothing.
+    /// Stop asking for the stream: the next `poll_transmit` calls send one STATUS with the
+    /// LEAVING flag to each `status_to` address (unicast mode) and a last flow report with
+    /// it to each publisher followed (so that flow control stops counting this receiver at
+    /// once rather than after `flow_timeout`); no periodic STATUS or flow report is sent
+    /// afterwards. Frames still arriving are processed as usual. Calling it again changes
+    /// nothing.
     pub fn leave(&mut self) {
         if self.leaving {
             return;
@@ -456,6 +463,11 @@ impl Receiver {
         self.leaving = true;
         for t in &mut self.status {
             t.leave_pending = true;
+        }
+        if self.cfg.flow_window > 0 {
+            for s in &mut self.sources {
+                self.flow_pending |= s.force_flow();
+            }
         }
     }
 
@@ -483,7 +495,7 @@ impl Receiver {
         let addr = self.status[i].addr;
         let leaving = self.status[i].leave_pending;
         let session = self.status_session(addr, stream);
-        let len = wire::emit_status(buf, stream, session, leaving).ok()?;
+        let len = wire::emit_status(buf, stream, session, leaving, None).ok()?;
         let len = self.keyring.seal(buf, len).ok()?;
         let t = &mut self.status[i];
         t.leave_pending = false;
@@ -491,6 +503,27 @@ impl Receiver {
         self.stats.status_sent += 1;
         Some(Transmit {
             destination: Destination::Unicast(addr),
+            len,
+        })
+    }
+
+    /// The next flow report due, if any (round robin is not needed: each goes out at once).
+    fn transmit_flow(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        let window = self.cfg.flow_window;
+        let Some((src, report)) = self
+            .sources
+            .iter_mut()
+            .find_map(|s| s.take_flow_report(window).map(|r| (s, r)))
+        else {
+            self.flow_pending = false;
+            return None;
+        };
+        let len =
+            wire::emit_status(buf, src.id.stream, src.session, self.leaving, Some(report)).ok()?;
+        let len = self.keyring.seal(buf, len).ok()?;
+        self.stats.flow_reports += 1;
+        Some(Transmit {
+            destination: Destination::Unicast(src.id.addr),
             len,
         })
     }
@@ -624,6 +657,12 @@ impl Receiver {
             });
         }
         src.last_activity = now;
+        let was_live = src.phase == Phase::Live;
+        let (data, heartbeat) = match frame {
+            Frame::Data(_) => (true, false),
+            Frame::Heartbeat { .. } => (false, true),
+            _ => (false, false),
+        };
         match frame {
             Frame::Data(d) => src.on_data(&d, now, &mut ctx, on_event),
             Frame::Heartbeat {
@@ -660,6 +699,14 @@ impl Receiver {
             Frame::Nak(_) | Frame::Status { .. } => {
                 unreachable!("receiver-to-publisher frames are ignored above")
             }
+        }
+        // Flow reports: as data is taken in (a quarter window at a time), in reply to every
+        // heartbeat (a publisher held back by flow control heartbeats, and a lost report
+        // is replaced within one heartbeat interval), and at join.
+        let window = self.cfg.flow_window as usize;
+        if window > 0 && !self.leaving {
+            let force = heartbeat || !was_live;
+            self.flow_pending |= src.note_flow(bytes.len(), data, force, window / 4);
         }
     }
 
@@ -700,6 +747,11 @@ impl Receiver {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.last_now = Some(now);
         if let Some(t) = self.transmit_status(now, buf) {
+            return Some(t);
+        }
+        if self.flow_pending
+            && let Some(t) = self.transmit_flow(buf)
+        {
             return Some(t);
         }
         if buf.len() < NAK_MAX_LEN {
@@ -756,7 +808,12 @@ impl Receiver {
                 s.deadline.map_or(idle, |d| d.min(idle))
             })
             .min();
-        match (sources, self.status_deadline()) {
+        let mut status = self.status_deadline();
+        if self.flow_pending {
+            // A flow report is due at once.
+            status = self.last_now.map(|n| status.map_or(n, |s| s.min(n)));
+        }
+        match (sources, status) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }

@@ -11,7 +11,7 @@ use super::window::ReorderWindow;
 use super::{
     Event, JoinPolicy, LossReason, ReceiverConfig, ReceiverStats, RepairLatency, SourceId,
 };
-use crate::proto::wire::{DataFrame, FRAG_BEGIN, FRAG_END, MAX_RANGES, SeqRange};
+use crate::proto::wire::{self, DataFrame, FRAG_BEGIN, FRAG_END, MAX_RANGES, SeqRange};
 
 /// What a HEARTBEAT or CLOSE announces.
 #[derive(Clone, Copy, Debug)]
@@ -174,6 +174,10 @@ pub(super) struct Source {
     srtt: Duration,
     /// Earliest NAK or give-up deadline of the gaps (not inactivity).
     pub deadline: Option<Instant>,
+    /// Bytes of DATA received since the last flow report.
+    flow_bytes: usize,
+    /// A flow report to this source is due.
+    flow_due: bool,
 }
 
 impl Source {
@@ -193,7 +197,44 @@ impl Source {
             assembler: Assembler::default(),
             srtt: cfg.initial_rtt,
             deadline: None,
+            flow_bytes: 0,
+            flow_due: false,
         }
+    }
+
+    /// Count a datagram of `len` bytes (`data`: a DATA frame) toward the next flow
+    /// report; `force` makes one due regardless (a heartbeat, a join). Returns whether a
+    /// report is due. Only a live source is reported to.
+    pub fn note_flow(&mut self, len: usize, data: bool, force: bool, threshold: usize) -> bool {
+        if self.phase != Phase::Live {
+            return false;
+        }
+        if data {
+            self.flow_bytes += len;
+        }
+        if force || self.flow_bytes >= threshold {
+            self.flow_due = true;
+        }
+        self.flow_due
+    }
+
+    /// Make a flow report due if the source is live (leaving: the last report).
+    pub fn force_flow(&mut self) -> bool {
+        self.flow_due = self.phase == Phase::Live;
+        self.flow_due
+    }
+
+    /// The flow report due, if any, with `window`; it is then no longer due.
+    pub fn take_flow_report(&mut self, window: u32) -> Option<wire::FlowReport> {
+        if !self.flow_due {
+            return None;
+        }
+        self.flow_due = false;
+        self.flow_bytes = 0;
+        Some(wire::FlowReport {
+            position: self.cursor,
+            window,
+        })
     }
 
     /// Whether `session` is a session this source had before (stale frames are dropped).
@@ -227,6 +268,8 @@ impl Source {
         self.window.clear();
         self.gaps.clear();
         self.deadline = None;
+        self.flow_bytes = 0;
+        self.flow_due = false;
     }
 
     fn join<F: FnMut(Event<'_>)>(&mut self, start: u64, ctx: &mut Ctx<'_>, on_event: &mut F) {

@@ -90,7 +90,8 @@ impl Harness {
             .handle_timeout(self.now, &mut |e| events.push(own(e)));
     }
 
-    /// NAKs the receiver sends now, handed to the publisher.
+    /// NAKs the receiver sends now, handed to the publisher (with its flow reports,
+    /// which are not counted).
     fn naks(&mut self) -> usize {
         let mut n = 0;
         while let Some(t) = self.receiver.poll_transmit(self.now, &mut self.buf) {
@@ -98,7 +99,9 @@ impl Harness {
             let frame = self.buf[..t.len].to_vec();
             self.publisher
                 .handle_datagram(self.now, "10.0.1.1:6000".parse().unwrap(), &frame);
-            n += 1;
+            if !is_status(&frame) {
+                n += 1;
+            }
         }
         n
     }
@@ -110,6 +113,21 @@ impl Harness {
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// Whether `frame` is a STATUS frame (sealed or not): in multicast mode, a flow report.
+fn is_status(frame: &[u8]) -> bool {
+    wire::Header::parse(frame).is_ok_and(|h| h.frame_type == FrameType::Status)
+}
+
+/// The next frame `r` sends at `now` that is not a STATUS (flow report).
+fn next_non_flow(r: &mut Receiver, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+    while let Some(t) = r.poll_transmit(now, buf) {
+        if !is_status(&buf[..t.len]) {
+            return Some(t);
+        }
+    }
+    None
 }
 
 #[test]
@@ -441,7 +459,7 @@ fn gap_is_given_up_after_max_tries() {
         let next = h.receiver.poll_timeout().unwrap();
         h.advance(next - h.now);
         // NAKs go nowhere: the publisher never answers.
-        while h.receiver.poll_transmit(h.now, &mut h.buf).is_some() {
+        while next_non_flow(&mut h.receiver, h.now, &mut h.buf).is_some() {
             naks += 1;
         }
         if h.receiver.stats().loss_events > 0 {
@@ -507,7 +525,11 @@ fn statuses(r: &mut Receiver, now: Instant) -> Vec<(SocketAddr, u64, bool)> {
             panic!("receiver sent to the group")
         };
         match Frame::parse(&buf[..t.len]).unwrap() {
-            Frame::Status { header, leaving } => {
+            // Flow reports (to publishers followed) have their own tests.
+            Frame::Status { flow: Some(_), .. } => {}
+            Frame::Status {
+                header, leaving, ..
+            } => {
                 assert_eq!(header.stream, 3);
                 out.push((to, header.session, leaving));
             }
@@ -549,7 +571,7 @@ fn status_goes_to_each_publisher_at_the_interval_with_the_session_once_known() {
     assert!(statuses(&mut r, now + ms(449)).is_empty());
     assert_eq!(statuses(&mut r, now + ms(450)).len(), 2);
     // STATUS frames arriving at a receiver are ignored and counted.
-    let n = wire::emit_status(&mut buf, 3, 0, false).unwrap();
+    let n = wire::emit_status(&mut buf, 3, 0, false, None).unwrap();
     let before = r.stats().ignored_frames;
     r.handle_datagram(now, b, &buf[..n], &mut |_| panic!("no event"));
     assert_eq!(r.stats().ignored_frames, before + 1);
@@ -746,7 +768,7 @@ fn heartbeats_at_the_end_of_the_sequence_space_do_not_overflow() {
     }
     let later = now + ms(1);
     r.handle_timeout(later, &mut |_| {});
-    let t = r.poll_transmit(later, &mut buf).expect("the gap is NAKed");
+    let t = next_non_flow(&mut r, later, &mut buf).expect("the gap is NAKed");
     assert!(matches!(
         Frame::parse(&buf[..t.len]).unwrap(),
         Frame::Nak(_)
@@ -761,6 +783,7 @@ fn a_buffer_too_small_for_a_nak_leaves_the_timers_alone() {
     h.publish(b"b");
     let f2 = h.publish(b"c");
     h.deliver(&f2[0]);
+    assert_eq!(h.naks(), 0, "only the flow report at join");
     h.advance(ms(1));
     assert!(h.receiver.poll_transmit(h.now, &mut [0u8; 100]).is_none());
     assert_eq!(h.receiver.stats().naks_sent, 0);
@@ -1179,7 +1202,7 @@ fn sealed_naks_fit_nak_max_len() {
     }
     r.handle_timeout(now + ms(1), &mut |_| {});
     let mut buf = vec![0u8; NAK_MAX_LEN];
-    let t = r.poll_transmit(now + ms(1), &mut buf).expect("a full NAK");
+    let t = next_non_flow(&mut r, now + ms(1), &mut buf).expect("a full NAK");
     assert_eq!(t.len, NAK_MAX_LEN);
     let k = crate::proto::auth::Keyring::new(&authed(1, SECRET));
     let Ok(Frame::Nak(list)) = k.open(&buf[..t.len]) else {
@@ -1268,4 +1291,93 @@ fn a_repeated_nak_is_flagged_and_its_lost_repair_is_resent_promptly() {
     assert_eq!(repairs, 2, "the repeat was served inside repair_linger");
     assert_eq!(h.receiver.stats().naks_repeated, 1);
     assert_eq!(h.publisher.stats().naks_repeated, 1);
+}
+
+/// Flow reports `r` sends at `now`: (destination, session, leaving, report), in order.
+fn flow_reports(r: &mut Receiver, now: Instant) -> Vec<(SocketAddr, u64, bool, wire::FlowReport)> {
+    let mut buf = [0u8; 2048];
+    let mut out = Vec::new();
+    while let Some(t) = r.poll_transmit(now, &mut buf) {
+        let Destination::Unicast(to) = t.destination else {
+            panic!("receiver sent to the group")
+        };
+        if let Frame::Status {
+            header,
+            leaving,
+            flow: Some(report),
+        } = Frame::parse(&buf[..t.len]).unwrap()
+        {
+            out.push((to, header.session, leaving, report));
+        }
+    }
+    out
+}
+
+#[test]
+fn flow_reports_at_join_per_quarter_window_on_heartbeats_and_when_leaving() {
+    let rcfg = ReceiverConfig {
+        flow_window: 4000,
+        ..ReceiverConfig::default()
+    };
+    let mut h = Harness::new(rcfg);
+    let report = |position| wire::FlowReport {
+        position,
+        window: 4000,
+    };
+    // Joining reports at once (the publisher may be waiting for a first report).
+    let f = h.publish(&[1; 100]);
+    h.deliver(&f[0]);
+    assert_eq!(
+        flow_reports(&mut h.receiver, h.now),
+        [(pub_addr(), 0xABCD, false, report(1))]
+    );
+    assert!(h.receiver.poll_timeout().is_none_or(|t| t > h.now));
+    // 140-byte frames: the eighth after a report crosses a quarter window (1000 bytes).
+    for _ in 0..7 {
+        let f = h.publish(&[2; 100]);
+        h.deliver(&f[0]);
+    }
+    assert!(flow_reports(&mut h.receiver, h.now).is_empty());
+    let f = h.publish(&[3; 100]);
+    h.deliver(&f[0]);
+    assert_eq!(h.receiver.poll_timeout(), Some(h.now), "due at once");
+    assert_eq!(flow_reports(&mut h.receiver, h.now)[0].3, report(9));
+    // A gap holds the position at the first missing message, whatever arrives after it.
+    h.publish(&[4; 100]);
+    for _ in 0..8 {
+        let f = h.publish(&[5; 100]);
+        h.deliver(&f[0]);
+    }
+    assert_eq!(flow_reports(&mut h.receiver, h.now)[0].3, report(9));
+    // Every heartbeat is answered (a held-back publisher heartbeats, and a lost report is
+    // replaced within one heartbeat interval).
+    let mut buf = [0u8; 64];
+    let n = emit_control(&mut buf, FrameType::Heartbeat, 0, 0xABCD, 18, 0).unwrap();
+    h.deliver(&buf[..n]);
+    assert_eq!(flow_reports(&mut h.receiver, h.now).len(), 1);
+    assert_eq!(h.receiver.stats().flow_reports, 4);
+    // Leaving: one last report with the LEAVING flag, then none.
+    h.receiver.leave();
+    assert_eq!(
+        flow_reports(&mut h.receiver, h.now),
+        [(pub_addr(), 0xABCD, true, report(9))]
+    );
+    h.deliver(&buf[..n]);
+    assert!(flow_reports(&mut h.receiver, h.now).is_empty());
+}
+
+#[test]
+fn no_flow_reports_with_a_zero_window() {
+    let mut h = Harness::new(ReceiverConfig {
+        flow_window: 0,
+        ..ReceiverConfig::default()
+    });
+    let f = h.publish(&[1; 100]);
+    h.deliver(&f[0]);
+    let mut buf = [0u8; 64];
+    let n = emit_control(&mut buf, FrameType::Heartbeat, 0, 0xABCD, 1, 0).unwrap();
+    h.deliver(&buf[..n]);
+    h.receiver.leave();
+    assert!(flow_reports(&mut h.receiver, h.now).is_empty());
+    assert_eq!(h.receiver.stats().flow_reports, 0);
 }

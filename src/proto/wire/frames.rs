@@ -15,15 +15,18 @@
 //! NAK and UNAVAILABLE body: `count` u16 (1..=MAX_RANGES), 6 reserved bytes, then `count`
 //! ranges of `start` u64, `end` u64 (half-open, `start < end`, span <= MAX_RANGE_SPAN).
 //!
-//! STATUS body (receiver to publisher, unicast; exactly 8 bytes):
+//! STATUS body (receiver to publisher, unicast; exactly 16 bytes):
 //! ```text
-//! 24  4  flags      bit 0 STATUS_LEAVING; other bits zero when sent, ignored when received
-//! 28  4  reserved   zero when sent, ignored when received
+//! 24  4  flags      bit 0 STATUS_LEAVING, bit 1 STATUS_FLOW; other bits zero when sent,
+//!                   ignored when received
+//! 28  4  window     with STATUS_FLOW: bytes the receiver can take beyond `position`
+//! 32  8  position   with STATUS_FLOW: the next sequence the receiver will deliver
 //! ```
 //! Its header carries the stream the receiver wants and the session it follows (0 if it
-//! does not know one yet).
+//! does not know one yet). Without STATUS_FLOW, `window` and `position` are zero when sent
+//! and ignored when received.
 
-use super::header::{FLAG_RETRANSMIT, FrameType, HEADER_LEN, Header, STATUS_LEAVING};
+use super::header::{FLAG_RETRANSMIT, FrameType, HEADER_LEN, Header, STATUS_FLOW, STATUS_LEAVING};
 use super::{
     CONTROL_BODY_LEN, DATA_PREFIX_LEN, DecodeError, EncodeError, FRAGMENT_HEADER_LEN,
     MAX_RANGE_SPAN, MAX_RANGES, RANGE_LEN, RANGES_PREFIX_LEN, STATUS_BODY_LEN, SeqRange, read_u16,
@@ -57,13 +60,28 @@ pub enum Frame<'a> {
         /// Oldest sequence the publisher can still repair.
         oldest_seq: u64,
     },
-    /// Receiver's request to be sent the stream by unicast (or, leaving, to stop).
+    /// Receiver's request to be sent the stream by unicast (or, leaving, to stop), or its
+    /// flow-control report.
     Status {
         /// The frame header: the stream wanted and the session followed (0 if unknown).
         header: Header,
         /// The receiver is going away (`STATUS_LEAVING`).
         leaving: bool,
+        /// Position and window for flow control (`STATUS_FLOW`), if reported.
+        flow: Option<FlowReport>,
     },
+}
+
+/// A receiver's flow-control report (a STATUS frame with [`STATUS_FLOW`]): it will deliver
+/// `position` next and can take `window` bytes of DATA frames beyond it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowReport {
+    /// The next sequence number the receiver will deliver (everything below it was
+    /// delivered or reported lost).
+    pub position: u64,
+    /// Bytes of DATA frames, counted from the frame holding `position`, the receiver can
+    /// take without overrunning its buffers.
+    pub window: u32,
 }
 
 impl<'a> Frame<'a> {
@@ -120,9 +138,14 @@ impl<'a> Frame<'a> {
                     });
                 }
                 let flags = read_u32(bytes, HEADER_LEN);
+                let flow = (flags & STATUS_FLOW != 0).then(|| FlowReport {
+                    window: read_u32(bytes, HEADER_LEN + 4),
+                    position: read_u64(bytes, HEADER_LEN + 8),
+                });
                 Ok(Frame::Status {
                     header,
                     leaving: flags & STATUS_LEAVING != 0,
+                    flow,
                 })
             }
         }
@@ -553,12 +576,14 @@ pub fn emit_ranges(
 /// Encode a STATUS frame into `buf`; returns its length.
 ///
 /// `stream` is the stream the receiver wants, `session` the publisher session it follows
-/// (0 if it does not know one yet), `leaving` sets [`STATUS_LEAVING`].
+/// (0 if it does not know one yet), `leaving` sets [`STATUS_LEAVING`], `flow` sets
+/// [`STATUS_FLOW`] and the position and window.
 pub fn emit_status(
     buf: &mut [u8],
     stream: u32,
     session: u64,
     leaving: bool,
+    flow: Option<FlowReport>,
 ) -> Result<usize, EncodeError> {
     let len = HEADER_LEN + STATUS_BODY_LEN;
     if buf.len() < len {
@@ -572,8 +597,17 @@ pub fn emit_status(
         session_offset: 0,
     }
     .emit(buf);
-    write_u32(buf, HEADER_LEN, if leaving { STATUS_LEAVING } else { 0 });
-    write_u32(buf, HEADER_LEN + 4, 0);
+    let mut flags = if leaving { STATUS_LEAVING } else { 0 };
+    if flow.is_some() {
+        flags |= STATUS_FLOW;
+    }
+    let f = flow.unwrap_or(FlowReport {
+        position: 0,
+        window: 0,
+    });
+    write_u32(buf, HEADER_LEN, flags);
+    write_u32(buf, HEADER_LEN + 4, f.window);
+    write_u64(buf, HEADER_LEN + 8, f.position);
     finish_frame(&mut buf[..len]);
     Ok(len)
 }

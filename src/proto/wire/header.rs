@@ -30,6 +30,10 @@ pub const FLAG_AUTH: u16 = 0x0002;
 /// STATUS body flag (bit 0 of its `flags` u32): the receiver is going away; the publisher
 /// stops sending to it.
 pub const STATUS_LEAVING: u32 = 0x0000_0001;
+/// STATUS body flag (bit 1): the frame reports this receiver's position and window for
+/// flow control (see [`FlowReport`](super::FlowReport)); without it both fields are zero
+/// and ignored.
+pub const STATUS_FLOW: u32 = 0x0000_0002;
 /// Fragment flag: the first fragment of a message.
 pub const FRAG_BEGIN: u8 = 0x01;
 /// Fragment flag: the last fragment of a message.

@@ -16,13 +16,13 @@ mod frames;
 mod header;
 
 pub use frames::{
-    DataFrame, DataFrameWriter, Fragment, FragmentIter, Frame, RangeIter, RangeList,
+    DataFrame, DataFrameWriter, FlowReport, Fragment, FragmentIter, Frame, RangeIter, RangeList,
     append_data_fragments, emit_control, emit_ranges, emit_status, finish_frame, set_flags,
     set_retransmit, set_session_offset,
 };
 pub use header::{
     FLAG_AUTH, FLAG_REPEAT, FLAG_RETRANSMIT, FRAG_BEGIN, FRAG_END, FrameType, HEADER_LEN, Header,
-    PROTOCOL_VERSION, STATUS_LEAVING,
+    PROTOCOL_VERSION, STATUS_FLOW, STATUS_LEAVING,
 };
 
 use core::fmt;
@@ -33,8 +33,8 @@ pub const FRAGMENT_HEADER_LEN: usize = 4;
 pub const DATA_PREFIX_LEN: usize = 12;
 /// Bytes of a HEARTBEAT or CLOSE body (next sequence u64, oldest retained u64).
 pub const CONTROL_BODY_LEN: usize = 16;
-/// Bytes of a STATUS body (flags u32, reserved 4 bytes).
-pub const STATUS_BODY_LEN: usize = 8;
+/// Bytes of a STATUS body (flags u32, window u32, position u64).
+pub const STATUS_BODY_LEN: usize = 16;
 /// Bytes of a range-list body before its first range (count u16, reserved 6 bytes).
 pub const RANGES_PREFIX_LEN: usize = 8;
 /// Bytes per range in a NAK or UNAVAILABLE frame (start u64, end u64).

@@ -100,7 +100,7 @@ fn control_and_ranges_round_trip() {
 #[test]
 fn status_fixture_bytes_and_round_trip() {
     let mut buf = [0u8; 64];
-    let n = emit_status(&mut buf, 7, 0x1122_3344_5566_7788, false).unwrap();
+    let n = emit_status(&mut buf, 7, 0x1122_3344_5566_7788, false, None).unwrap();
     assert_eq!(n, HEADER_LEN + STATUS_BODY_LEN);
     let f = &buf[..n];
     // Header after the CRC: version 1, type STATUS (6), flags 0, stream 7, reserved, session.
@@ -108,33 +108,59 @@ fn status_fixture_bytes_and_round_trip() {
     assert_eq!(&f[8..12], &7u32.to_le_bytes());
     assert_eq!(&f[12..16], &[0; 4]);
     assert_eq!(&f[16..24], &0x1122_3344_5566_7788u64.to_le_bytes());
-    assert_eq!(&f[24..32], &[0; 8]);
+    assert_eq!(&f[24..40], &[0; 16]);
     assert_eq!(&f[0..4], &crc32fast::hash(&f[4..]).to_le_bytes());
     match Frame::parse(f).unwrap() {
-        Frame::Status { header, leaving } => {
+        Frame::Status {
+            header,
+            leaving,
+            flow,
+        } => {
             assert_eq!(header.frame_type, FrameType::Status);
             assert_eq!(
-                (header.stream, header.session, leaving),
-                (7, 0x1122_3344_5566_7788, false)
+                (header.stream, header.session, leaving, flow),
+                (7, 0x1122_3344_5566_7788, false, None)
             );
         }
         other => panic!("{other:?}"),
     }
 
-    let n = emit_status(&mut buf, 3, 0, true).unwrap();
-    assert_eq!(&buf[24..32], &[1, 0, 0, 0, 0, 0, 0, 0]);
+    // A flow report: flags bit 1, window, position.
+    let report = FlowReport {
+        position: 0x0102_0304_0506_0708,
+        window: 0x000A_0000,
+    };
+    let n = emit_status(&mut buf, 7, 9, false, Some(report)).unwrap();
+    assert_eq!(&buf[24..28], &[2, 0, 0, 0]);
+    assert_eq!(&buf[28..32], &0x000A_0000u32.to_le_bytes());
+    assert_eq!(&buf[32..40], &0x0102_0304_0506_0708u64.to_le_bytes());
+    assert!(matches!(
+        Frame::parse(&buf[..n]).unwrap(),
+        Frame::Status { leaving: false, flow: Some(r), .. } if r == report
+    ));
+
+    let n = emit_status(&mut buf, 3, 0, true, None).unwrap();
+    assert_eq!(
+        &buf[24..40],
+        &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    );
     let frame = Frame::parse(&buf[..n]).unwrap();
     assert!(matches!(frame, Frame::Status { leaving: true, .. }));
     assert_eq!(frame.header().session, 0);
     assert_eq!(frame.header().stream, 3);
 
-    // Unknown flag bits and reserved bytes are ignored (forward compatible).
+    // Unknown flag bits are ignored (forward compatible), and so are the window and
+    // position without the flow flag.
     let mut fut = buf[..n].to_vec();
-    fut[24] = 0xFE;
-    fut[28..32].copy_from_slice(&[9; 4]);
+    fut[24] = 0xFC;
+    fut[28..40].copy_from_slice(&[9; 12]);
     assert!(matches!(
         Frame::parse(&recrc(fut)).unwrap(),
-        Frame::Status { leaving: false, .. }
+        Frame::Status {
+            leaving: false,
+            flow: None,
+            ..
+        }
     ));
 
     // Strict length: one byte short or long is an error, whatever the CRC.
@@ -152,7 +178,7 @@ fn status_fixture_bytes_and_round_trip() {
         DecodeError::TrailingBytes
     );
     assert_eq!(
-        emit_status(&mut buf[..n - 1], 0, 0, false).unwrap_err(),
+        emit_status(&mut buf[..n - 1], 0, 0, false, None).unwrap_err(),
         EncodeError::BufferTooSmall
     );
 }
@@ -284,7 +310,7 @@ proptest! {
         }
     }
 
-    /// STATUS with any body length and content never panics; only exactly 8 bytes decode.
+    /// STATUS with any body length and content never panics; only exactly 16 bytes decode.
     #[test]
     fn status_garbage_never_panics(
         stream in any::<u32>(),
@@ -296,10 +322,15 @@ proptest! {
         f.extend_from_slice(&body);
         finish_frame(&mut f);
         match Frame::parse(&f) {
-            Ok(Frame::Status { header, leaving }) => {
+            Ok(Frame::Status { header, leaving, flow }) => {
                 prop_assert_eq!(body.len(), STATUS_BODY_LEN);
                 prop_assert_eq!((header.stream, header.session), (stream, session));
                 prop_assert_eq!(leaving, body[0] & 1 == 1);
+                prop_assert_eq!(flow.is_some(), body[0] & 2 == 2);
+                if let Some(r) = flow {
+                    prop_assert_eq!(r.window, u32::from_le_bytes(body[4..8].try_into().unwrap()));
+                    prop_assert_eq!(r.position, u64::from_le_bytes(body[8..16].try_into().unwrap()));
+                }
             }
             Ok(other) => prop_assert!(false, "{:?}", other),
             Err(e) => prop_assert!(body.len() != STATUS_BODY_LEN, "{:?}", e),

@@ -1,0 +1,306 @@
+//! Receiver-driven flow control: the publisher sends new data no further ahead than the
+//! windows its receivers report (STATUS frames with [`wire::STATUS_FLOW`]).
+//!
+//! Positions here are byte positions in the session's stream of DATA frames (the sum of
+//! the lengths of all frames before), which the retransmit ring records per frame. A
+//! receiver reports the sequence number it will deliver next and a window in bytes; the
+//! publisher turns that into a limit: the position of the frame holding that sequence
+//! number plus the window. A new frame goes out only if it ends at or below the limit of
+//! the fastest ([`FlowControl::Max`]) or the slowest ([`FlowControl::Min`]) receiver
+//! heard from within `flow_timeout`.
+//!
+//! Receivers report once they hear the first frame, so a new session starts with a small
+//! initial window (`initial_flow_window`) and, once it is used up, waits for the first
+//! report, for at most `flow_timeout`: a slow subscriber is not flooded before it could
+//! say so, and a publisher nobody reports to (no subscriber yet, or subscribers that
+//! send no reports) carries on after the wait with nothing held back. Once the last
+//! tracked receiver leaves or goes silent, nothing is held back either, until a receiver
+//! reports again.
+//!
+//! [`wire::STATUS_FLOW`]: crate::proto::wire::STATUS_FLOW
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// How a publisher paces new data by its receivers' flow reports.
+///
+/// Whatever the mode, a receiver that stops reporting for `flow_timeout` (it crashed, or
+/// its reports cannot reach the publisher) no longer holds anything back, and a receiver
+/// that leaves cleanly stops at once: flow control can slow a publisher, never stall it
+/// for longer than that. Repairs, heartbeats and UNAVAILABLE notices are never held back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowControl {
+    /// Never wait for receivers: a receiver slower than the publisher loses what
+    /// overflows its socket buffer and reports it as lost (if the ring no longer holds
+    /// it).
+    None,
+    /// Go no further than the fastest reporting receiver can take (the default): a
+    /// publisher never outruns every receiver (one subscriber on the same host, say),
+    /// while one slow receiver does not slow the others.
+    #[default]
+    Max,
+    /// Go no further than the slowest reporting receiver can take: no receiver is
+    /// overrun while it keeps reporting, and the whole group runs at its pace.
+    Min,
+}
+
+/// One receiver's latest report.
+#[derive(Clone, Copy, Debug)]
+struct FlowReceiver {
+    addr: SocketAddr,
+    /// Byte position up to which this receiver allows new frames.
+    limit: u64,
+    expires_at: Instant,
+}
+
+/// What a report did to the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reported {
+    /// A tracked receiver's limit was refreshed.
+    Updated,
+    /// A new receiver was added.
+    Added,
+    /// A new receiver was refused: `max_flow_receivers` are tracked.
+    Refused,
+}
+
+/// Before the first report of the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Startup {
+    /// No receiver has reported yet: new data may go `initial` bytes; once that is held
+    /// back (since the instant given), it waits for a report up to `timeout`.
+    Waiting(Option<Instant>),
+    /// A receiver reported, or the wait ran out.
+    Over,
+}
+
+/// The receivers whose reports pace the publisher, bounded in number.
+#[derive(Debug)]
+pub(super) struct FlowTable {
+    mode: FlowControl,
+    max: usize,
+    timeout: Duration,
+    /// Bytes a session may send before its first report.
+    initial: u64,
+    startup: Startup,
+    receivers: Vec<FlowReceiver>,
+    /// The limit in force (by `mode`), `None` when nothing holds new data back.
+    limit: Option<u64>,
+    /// Earliest `expires_at`, if any receiver is tracked.
+    next_expiry: Option<Instant>,
+}
+
+impl FlowTable {
+    /// A table for `mode`, tracking at most `max` receivers, each for `timeout` after its
+    /// latest report, allowing `initial` bytes before the first report. All memory is
+    /// allocated here.
+    pub fn new(mode: FlowControl, max: usize, timeout: Duration, initial: u64) -> Self {
+        let on = mode != FlowControl::None;
+        Self {
+            mode,
+            max,
+            timeout,
+            initial,
+            startup: if on {
+                Startup::Waiting(None)
+            } else {
+                Startup::Over
+            },
+            receivers: Vec::with_capacity(if on { max } else { 0 }),
+            limit: on.then_some(initial),
+            next_expiry: None,
+        }
+    }
+
+    /// New data is held back at `now`: before the first report, start the wait for it.
+    pub fn held(&mut self, now: Instant) {
+        if self.startup == Startup::Waiting(None) {
+            self.startup = Startup::Waiting(Some(now));
+            let end = now + self.timeout;
+            self.next_expiry = Some(self.next_expiry.map_or(end, |e| e.min(end)));
+        }
+    }
+
+    /// Whether reports are used at all.
+    pub fn is_on(&self) -> bool {
+        self.mode != FlowControl::None
+    }
+
+    /// The byte position new frames must end at or below, if any.
+    pub fn limit(&self) -> Option<u64> {
+        self.limit
+    }
+
+    /// Receivers tracked.
+    pub fn len(&self) -> usize {
+        self.receivers.len()
+    }
+
+    /// When the next tracked receiver expires, if any.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.next_expiry
+    }
+
+    /// A report from `from` allowing frames up to byte position `limit`. A receiver's limit
+    /// never moves back (reports can arrive out of order).
+    pub fn report(&mut self, now: Instant, from: SocketAddr, limit: u64) -> Reported {
+        let expires_at = now + self.timeout;
+        let result = if let Some(r) = self.receivers.iter_mut().find(|r| r.addr == from) {
+            r.limit = r.limit.max(limit);
+            r.expires_at = expires_at;
+            Reported::Updated
+        } else {
+            if self.receivers.len() >= self.max {
+                // Make room from silent entries before refusing.
+                self.expire(now);
+            }
+            if self.receivers.len() >= self.max {
+                return Reported::Refused;
+            }
+            debug_assert!(self.receivers.len() < self.receivers.capacity());
+            self.startup = Startup::Over;
+            self.receivers.push(FlowReceiver {
+                addr: from,
+                limit,
+                expires_at,
+            });
+            Reported::Added
+        };
+        self.next_expiry = Some(self.next_expiry.map_or(expires_at, |e| e.min(expires_at)));
+        self.recompute();
+        result
+    }
+
+    /// `from` left (a STATUS with the LEAVING flag); returns whether it was tracked.
+    pub fn leave(&mut self, from: SocketAddr) -> bool {
+        let Some(i) = self.receivers.iter().position(|r| r.addr == from) else {
+            return false;
+        };
+        self.receivers.swap_remove(i);
+        self.recompute();
+        true
+    }
+
+    /// Drop receivers silent since `flow_timeout` before `now` (and end a start-up wait
+    /// that ran out); returns how many receivers.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        if self.next_expiry.is_none_or(|e| e > now) {
+            return 0;
+        }
+        if let Startup::Waiting(Some(since)) = self.startup
+            && since + self.timeout <= now
+        {
+            self.startup = Startup::Over;
+        }
+        let before = self.receivers.len();
+        self.receivers.retain(|r| r.expires_at > now);
+        self.next_expiry = self.receivers.iter().map(|r| r.expires_at).min();
+        if let Startup::Waiting(Some(since)) = self.startup {
+            let end = since + self.timeout;
+            self.next_expiry = Some(self.next_expiry.map_or(end, |e| e.min(end)));
+        }
+        self.recompute();
+        before - self.receivers.len()
+    }
+
+    fn recompute(&mut self) {
+        let limits = self.receivers.iter().map(|r| r.limit);
+        self.limit = match self.mode {
+            FlowControl::None => None,
+            _ if self.receivers.is_empty() => match self.startup {
+                Startup::Waiting(_) => Some(self.initial),
+                Startup::Over => None,
+            },
+            FlowControl::Max => limits.max(),
+            FlowControl::Min => limits.min(),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn max_follows_the_fastest_min_the_slowest() {
+        let t0 = Instant::now();
+        for (mode, want) in [(FlowControl::Max, 5000), (FlowControl::Min, 1000)] {
+            let mut t = FlowTable::new(mode, 4, Duration::from_secs(1), 64);
+            assert_eq!(t.limit(), Some(64), "the initial window");
+            assert_eq!(t.report(t0, addr(1), 1000), Reported::Added);
+            assert_eq!(t.report(t0, addr(2), 5000), Reported::Added);
+            assert_eq!(t.limit(), Some(want));
+            // A late, older report does not move a receiver back.
+            assert_eq!(t.report(t0, addr(2), 10), Reported::Updated);
+            assert_eq!(t.limit(), Some(want));
+            assert!(t.leave(addr(1)) && !t.leave(addr(1)));
+            assert_eq!(t.limit(), Some(5000));
+            // The last one leaves: nobody reports, nothing is held back.
+            assert!(t.leave(addr(2)));
+            assert_eq!(t.limit(), None);
+        }
+        let mut off = FlowTable::new(FlowControl::None, 4, Duration::from_secs(1), 64);
+        assert_eq!(off.limit(), None);
+        off.report(t0, addr(1), 1000);
+        assert_eq!(off.limit(), None);
+    }
+
+    #[test]
+    fn the_start_up_wait_ends_at_the_first_report_or_after_the_timeout() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut t = FlowTable::new(FlowControl::Max, 4, ms(100), 64);
+        assert_eq!((t.limit(), t.next_expiry()), (Some(64), None));
+        // Held back at 10 ms: the wait runs until 110 ms.
+        t.held(t0 + ms(10));
+        t.held(t0 + ms(50));
+        assert_eq!(t.next_expiry(), Some(t0 + ms(110)));
+        t.expire(t0 + ms(109));
+        assert_eq!(t.limit(), Some(64));
+        t.expire(t0 + ms(110));
+        assert_eq!(
+            (t.limit(), t.next_expiry()),
+            (None, None),
+            "nobody reported"
+        );
+        // A late first report still starts flow control.
+        t.report(t0 + ms(120), addr(1), 500);
+        assert_eq!(t.limit(), Some(500));
+
+        let mut t = FlowTable::new(FlowControl::Min, 4, ms(100), 64);
+        t.held(t0);
+        t.report(t0 + ms(5), addr(1), 500);
+        assert_eq!(t.limit(), Some(500));
+        t.expire(t0 + ms(100));
+        assert_eq!(t.limit(), Some(500), "the wait ended at the report");
+    }
+
+    #[test]
+    fn bounded_and_expiring() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut t = FlowTable::new(FlowControl::Min, 2, ms(100), 64);
+        assert_eq!(t.report(t0, addr(1), 100), Reported::Added);
+        assert_eq!(t.report(t0 + ms(50), addr(2), 200), Reported::Added);
+        assert_eq!(t.report(t0 + ms(60), addr(3), 300), Reported::Refused);
+        assert_eq!((t.len(), t.limit()), (2, Some(100)));
+        assert_eq!(t.next_expiry(), Some(t0 + ms(100)));
+        assert_eq!(t.expire(t0 + ms(99)), 0);
+        // The first receiver goes silent: it stops holding the publisher back.
+        assert_eq!(t.expire(t0 + ms(100)), 1);
+        assert_eq!((t.len(), t.limit()), (1, Some(200)));
+        // A full table makes room from expired entries before refusing.
+        assert_eq!(t.report(t0 + ms(120), addr(4), 400), Reported::Added);
+        assert_eq!(t.report(t0 + ms(200), addr(5), 500), Reported::Added);
+        assert_eq!((t.len(), t.limit()), (2, Some(400)));
+        assert_eq!(t.expire(t0 + ms(400)), 2);
+        assert_eq!((t.len(), t.limit(), t.next_expiry()), (0, None, None));
+    }
+}
