@@ -135,11 +135,26 @@ impl RetransmitRing {
     }
 
     /// How many frames from index `from` on end at or below byte position `limit`.
+    ///
+    /// Positions grow from front to back. The caller asks about the newest frames (those
+    /// not sent yet), so this looks only at them: the last one first (usually all fit),
+    /// then a binary search over `from..`, never over the whole index (megabytes, cold).
     pub fn count_within(&self, from: usize, limit: u64) -> usize {
-        // Positions grow from front to back: count over the whole index.
-        self.entries
-            .partition_point(|e| e.end_pos() <= limit)
-            .saturating_sub(from)
+        let len = self.entries.len();
+        if from >= len || self.entries[len - 1].end_pos() <= limit {
+            return len.saturating_sub(from);
+        }
+        let (mut lo, mut hi) = (from, len - 1);
+        // Invariant: frames before `lo` fit, the frame at `hi` does not.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.entries[mid].end_pos() <= limit {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo - from
     }
 
     /// Capacity of the byte buffer.
@@ -299,6 +314,17 @@ mod tests {
         assert_eq!(r.count_within(1, r.entry(2).end_pos() + 59), 2);
         assert_eq!(r.count_within(0, u64::MAX), r.len());
         assert_eq!(r.count_within(r.len(), u64::MAX), 0);
+        // Against a plain count, for every start and every limit around every boundary.
+        for from in 0..=r.len() {
+            for i in 0..r.len() {
+                for limit in [r.entry(i).end_pos() - 1, r.entry(i).end_pos()] {
+                    let want = (from..r.len())
+                        .filter(|&k| r.entry(k).end_pos() <= limit)
+                        .count();
+                    assert_eq!(r.count_within(from, limit), want, "{from} {limit}");
+                }
+            }
+        }
     }
 
     #[test]
