@@ -166,6 +166,15 @@ impl IdleArg {
     }
 }
 
+/// `on` or `off`, for switches such as `--gso` and `--gro`.
+pub fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, got {s:?}")),
+    }
+}
+
 /// How a publisher paces new data by its subscribers' flow reports (`--flow`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum FlowArg {

@@ -20,8 +20,8 @@ use serde_json::json;
 
 use super::auth::AuthArgs;
 use super::{
-    ChannelArgs, CliError, FlowArg, IdleArg, RepairPercentiles, StatusLine, parse_rate, parse_secs,
-    print_json, r3,
+    ChannelArgs, CliError, FlowArg, IdleArg, RepairPercentiles, StatusLine, parse_on_off,
+    parse_rate, parse_secs, print_json, r3,
 };
 
 /// Smallest generated payload: the 8-byte index.
@@ -476,14 +476,6 @@ fn run_pub_raw(a: &PubArgs) -> Result<(), CliError> {
 }
 
 /// `on` or `off`.
-fn parse_on_off(s: &str) -> Result<bool, String> {
-    match s {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        _ => Err(format!("expected on or off, got {s:?}")),
-    }
-}
-
 /// `--raw` is plain UDP: there is no frame to authenticate.
 fn refuse_key_with_raw(auth: &AuthArgs) -> Result<(), CliError> {
     if auth.config()?.is_on() {

@@ -159,7 +159,8 @@ pub struct PublisherStats {
     pub destinations_left: u64,
     /// STATUS frames from new addresses refused because `max_destinations` were tracked.
     pub destinations_refused: u64,
-    /// Flow reports accepted (STATUS frames with a flow report for this session).
+    /// Flow reports accepted (STATUS frames with a flow report for this session, with flow
+    /// control on; with `FlowControl::None` they are only counted in `status_received`).
     pub flow_reports: u64,
     /// Receivers that started reporting (added to the flow table).
     pub flow_added: u64,
@@ -495,7 +496,10 @@ impl Publisher {
         report: wire::FlowReport,
     ) {
         self.stats.status_received += 1;
-        if session != self.session || !self.flow.is_on() {
+        if !self.flow.is_on() {
+            return; // Receivers report by default; this publisher does not listen.
+        }
+        if session != self.session {
             self.stats.ignored_frames += 1;
             return;
         }
