@@ -531,7 +531,9 @@ impl Publisher {
     }
 
     /// Close cleanly: send what is queued, then CLOSE frames, serving NAKs for `linger`
-    /// (blocking the calling thread meanwhile, polling every 50 µs).
+    /// (blocking the calling thread meanwhile, polling every 50 µs). Frames that flow
+    /// control holds back go at the receivers' pace for the first half of `linger`, then
+    /// regardless ([`Core::release_flow`]), so every message offered is sent before CLOSE.
     ///
     /// ```
     /// # use nakcast::{OfferError, Publisher, PublisherOptions};
@@ -547,6 +549,13 @@ impl Publisher {
         let start = self.clock();
         self.core.close(start);
         while start.elapsed() < linger {
+            if start.elapsed() >= linger / 2 && !self.core.is_flushed() {
+                // Frames flow control still holds had half the linger to go at the
+                // receivers' pace. Now everything offered goes, so that none is left
+                // unsent and unannounced: receivers recover what they could not take, or
+                // report it lost.
+                self.core.release_flow();
+            }
             if self.poll()? == 0 {
                 std::thread::sleep(Duration::from_micros(50));
             }

@@ -256,6 +256,8 @@ pub struct Publisher {
     flow: FlowTable,
     /// The last attempt to send new data was held back by flow control.
     flow_held: bool,
+    /// [`Publisher::release_flow`] was called: nothing is held back any more.
+    flow_released: bool,
     closing: bool,
     /// The latest `now` seen by any entry point (for deadlines computed without one).
     now: Instant,
@@ -315,6 +317,7 @@ impl Publisher {
                 cfg.initial_flow_window as u64,
             ),
             flow_held: false,
+            flow_released: false,
             closing: false,
             now,
             stats: PublisherStats::default(),
@@ -513,6 +516,10 @@ impl Publisher {
         // A window smaller than a frame would hold the next frame back for ever.
         let window = u64::from(report.window).max(self.frame_limit as u64);
         let limit = self.stream_pos(report.position).saturating_add(window);
+        if self.flow.len() >= self.cfg.max_flow_receivers {
+            // Make room from silent receivers (counted) before a newcomer is refused.
+            self.expire_flow(now);
+        }
         match self.flow.report(now, from, limit) {
             Reported::Added => self.stats.flow_added += 1,
             Reported::Refused => self.stats.flow_refused += 1,
@@ -550,10 +557,27 @@ impl Publisher {
         self.unsent_frames > 0 && !self.flow_allows(self.ring.len() - self.unsent_frames)
     }
 
+    /// Stop holding anything back for flow control, for good: every frame offered goes
+    /// out at the next `poll_transmit` calls, whatever the receivers reported. For a
+    /// closing publisher that must not leave offered messages unsent (the transport's
+    /// `close` calls it half-way through its linger): a receiver that cannot take them
+    /// recovers them or reports them lost, as without flow control.
+    pub fn release_flow(&mut self) {
+        self.flow_released = true;
+    }
+
+    /// The byte position new frames must end at or below, if any.
+    fn flow_limit(&self) -> Option<u64> {
+        if self.flow_released {
+            None
+        } else {
+            self.flow.limit()
+        }
+    }
+
     /// Whether flow control lets the frame at ring index `i` go out.
     fn flow_allows(&self, i: usize) -> bool {
-        self.flow
-            .limit()
+        self.flow_limit()
             .is_none_or(|limit| self.ring.entry(i).end_pos() <= limit)
     }
 
@@ -1182,7 +1206,7 @@ impl Publisher {
             && self.pending_unavailable.is_none()
             && self.keyring.trailer_len() == 0;
         let first = self.ring.len() - self.unsent_frames;
-        let n = match (ready, self.flow.limit()) {
+        let n = match (ready, self.flow_limit()) {
             (false, _) => 0,
             (true, None) => self.unsent_frames,
             (true, Some(limit)) => self.ring.count_within(first, limit),

@@ -1422,3 +1422,25 @@ fn flow_close_waits_for_held_data_then_announces_the_end() {
     assert_eq!(out.len(), 1);
     assert_eq!(announced(&out[0]), (40, true));
 }
+
+#[test]
+fn released_flow_sends_everything_held() {
+    let now = t0();
+    let mut p = forty_frames_flow(now, FlowControl::Min);
+    p.handle_datagram(now, addr(1), &flow_report(5, 0, 1000, false));
+    p.close(now);
+    assert_eq!(drain(&mut p, now).len(), 3, "two frames and a heartbeat");
+    assert_eq!(p.unsent_data().len(), 0);
+    p.release_flow();
+    assert_eq!(p.unsent_data().len(), 38, "the gather path too");
+    let out = drain(&mut p, now);
+    assert_eq!(out.len(), 38);
+    assert!(!p.flow_blocked() && p.is_flushed());
+    let later = now + p.config().heartbeat_min;
+    let out = drain(&mut p, later);
+    assert_eq!(
+        announced(&out[0]),
+        (40, true),
+        "then CLOSE announces everything"
+    );
+}
