@@ -231,14 +231,6 @@ impl RetransmitRing {
         self.end_pos += len as u64;
         self.head += len;
         self.reserved = 0;
-        // The next entry goes right after this one (or, at the end of the index's buffer,
-        // back at its start). The index is megabytes, written once per lap: ask for that
-        // line now, so the next commit, a message or more later, does not stall on memory.
-        let (front, back) = self.entries.as_slices();
-        let newest = if back.is_empty() { front } else { back };
-        if let Some(e) = newest.last() {
-            crate::hint::prefetch_at((e as *const RingEntry).wrapping_add(1));
-        }
         while end_seq - self.oldest_seq > self.max_seqs && self.entries.len() > 1 {
             self.evict_front();
         }

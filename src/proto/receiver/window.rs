@@ -30,11 +30,6 @@ pub struct ReorderWindow {
     max_bytes: usize,
     /// Sum of the slots' buffer capacities.
     allocated: usize,
-    /// Fragments held. While it is zero (in-order delivery, the common case) `contains`
-    /// touches no slot: the slot table is larger than the CPU's nearer caches, and a
-    /// busy-polling receiver would otherwise take a cache miss per message reading the slot
-    /// of the next sequence number.
-    held: usize,
 }
 
 impl ReorderWindow {
@@ -47,7 +42,6 @@ impl ReorderWindow {
             bytes: 0,
             max_bytes,
             allocated: 0,
-            held: 0,
         }
     }
 
@@ -69,9 +63,6 @@ impl ReorderWindow {
 
     /// Whether `seq` is held.
     pub fn contains(&self, seq: u64) -> bool {
-        if self.held == 0 {
-            return false;
-        }
         let s = &self.slots[(seq & self.mask) as usize];
         s.present && s.seq == seq
     }
@@ -101,7 +92,6 @@ impl ReorderWindow {
         s.data.extend_from_slice(payload);
         self.allocated += s.data.capacity() - before;
         self.bytes += payload.len();
-        self.held += 1;
         true
     }
 
@@ -135,20 +125,16 @@ impl ReorderWindow {
         let s = &mut self.slots[(seq & self.mask) as usize];
         debug_assert!(s.present && s.seq == seq);
         s.present = false;
-        self.held -= 1;
         self.bytes -= s.data.len();
         (s.flags, &s.data, s.repaired.take())
     }
 
     /// Release every slot (used when a source restarts).
     pub fn clear(&mut self) {
-        if self.held > 0 {
-            for s in &mut self.slots {
-                s.present = false;
-            }
+        for s in &mut self.slots {
+            s.present = false;
         }
         self.bytes = 0;
-        self.held = 0;
     }
 }
 
@@ -178,23 +164,5 @@ mod tests {
         assert!(w.store(5000, 2, &big));
         assert_eq!(w.take(4097), (1, &[4097u64 as u8; 15_000][..], None));
         assert_eq!(w.bytes(), 2 * 15_000 + big.len());
-    }
-
-    #[test]
-    fn contains_tracks_what_is_held() {
-        let mut w = ReorderWindow::new(16, 1 << 20);
-        assert!(!w.contains(0));
-        assert!(w.store(3, 0, b"c") && w.store(5, 0, b"e"));
-        assert!(w.contains(3) && w.contains(5));
-        // Same slot, another lap: not held.
-        assert!(!w.contains(19) && !w.contains(4));
-        w.take(3);
-        assert!(!w.contains(3) && w.contains(5));
-        w.take(5);
-        assert!(!w.contains(5));
-        assert!(w.store(7, 0, b"g"));
-        w.clear();
-        assert!(!w.contains(7));
-        assert!(w.store(7, 0, b"g") && w.contains(7), "usable after a clear");
     }
 }
