@@ -25,17 +25,37 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# (file, text to find, text to put instead): the probes.
+# Time stamps at the receive, in the handler, and right before the reply's send.
+SEND_PROBE = (
+    '        let rx = crate::transport::PROF_RX.swap(0, std::sync::atomic::Ordering::Relaxed);\n'
+    '        let mid = crate::transport::PROF_MID.swap(0, std::sync::atomic::Ordering::Relaxed);\n'
+    '        let t = crate::transport::prof_now();\n'
+    '        if rx != 0 && mid != 0 { crate::transport::PROF_H2[((t - mid) / 10).min(999) as usize]'
+    '.fetch_add(1, std::sync::atomic::Ordering::Relaxed); }\n'
+    '        if rx != 0 { crate::transport::PROF_H1[((t - rx) / 10).min(999) as usize]'
+    '.fetch_add(1, std::sync::atomic::Ordering::Relaxed); '
+    'crate::transport::PROF_N.fetch_add(1, std::sync::atomic::Ordering::Relaxed); }\n'
+)
+
+# (file, text to find, text to put instead): the probes. Those on one file that are not
+# found are skipped, as long as one per file applies.
 PROBES = [
     (
         'src/transport/subscriber.rs',
         '            match self.recv.recv(&self.data) {\n                Ok(n) => {\n                    work += n;',
         '            match self.recv.recv(&self.data) {\n                Ok(n) => {\n                    crate::transport::PROF_RX.store(crate::transport::prof_now(), std::sync::atomic::Ordering::Relaxed);\n                    work += n;',
     ),
+    # Right before a reply's `send`: on the lone-frame path from the ring (newer trees) and
+    # on the frame-buffer path (older trees, and the fallback). Each applies where found.
+    (
+        'src/transport/publisher.rs',
+        '        let r = loop {\n            match self.data.send(frame) {',
+        SEND_PROBE + '        let r = loop {\n            match self.data.send(frame) {',
+    ),
     (
         'src/transport/publisher.rs',
         '        let frame = &self.frame[..len];\n        let r = loop {',
-        '        let frame = &self.frame[..len];\n        let rx = crate::transport::PROF_RX.swap(0, std::sync::atomic::Ordering::Relaxed);\n        let mid = crate::transport::PROF_MID.swap(0, std::sync::atomic::Ordering::Relaxed);\n        let t = crate::transport::prof_now();\n        if rx != 0 && mid != 0 { crate::transport::PROF_H2[((t - mid) / 10).min(999) as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed); }\n        if rx != 0 { crate::transport::PROF_H1[((t - rx) / 10).min(999) as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed); crate::transport::PROF_N.fetch_add(1, std::sync::atomic::Ordering::Relaxed); }\n        let r = loop {',
+        '        let frame = &self.frame[..len];\n' + SEND_PROBE + '        let r = loop {',
     ),
     (
         'src/cli/ping.rs',
@@ -54,12 +74,16 @@ PROBE_MOD = '\n#[doc(hidden)]\npub static PROF_RX: std::sync::atomic::AtomicU64 
 
 def instrument(root: str) -> None:
     """Add the probes to the tree copy at `root`."""
+    applied = {}
     for path, old, new in PROBES:
         p = os.path.join(root, path)
         s = open(p).read()
-        if old not in s:
-            sys.exit(f"{path}: the probe's anchor is gone; update PROBES in {__file__}")
-        open(p, "w").write(s.replace(old, new, 1))
+        if old in s:
+            open(p, "w").write(s.replace(old, new, 1))
+        applied[path] = applied.get(path, 0) + (old in s)
+    for path, n in applied.items():
+        if n == 0:
+            sys.exit(f"{path}: no probe's anchor found; update PROBES in {__file__}")
     with open(os.path.join(root, "src/transport/mod.rs"), "a") as f:
         f.write(PROBE_MOD)
 

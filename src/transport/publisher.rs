@@ -365,10 +365,19 @@ impl Publisher {
             }
             sent += self.send_full_frames_from_ring(now);
         }
+        if self.multicast
+            && self.send.is_empty()
+            && seal_open
+            && self.core.full_frames() == 0
+            && self.core.has_open_frame()
+            && let Some(n) = self.send_lone_from_ring(now)
+        {
+            sent += n;
+        }
         if self.multicast && self.send.is_empty() {
-            // The latency path: the first frame goes out at once with one plain `send`
-            // straight from the frame buffer (no copy into the batch, no `sendmmsg` header
-            // set-up, nothing else looked at first); anything after it takes the batch.
+            // The first frame goes out at once with one plain `send` straight from the
+            // frame buffer (no copy into the batch, no `sendmmsg` header set-up); anything
+            // after it takes the batch.
             let Some(first) = next(&mut self.core, &mut self.frame) else {
                 return sent;
             };
@@ -488,6 +497,35 @@ impl Publisher {
                 return sent; // The kernel pushes back: the rest waits in the core.
             }
         }
+    }
+
+    /// The latency path: seal the open frame and send it straight from the ring with one
+    /// plain `send`, when nothing has to go before it (no repair, no notice, no trailer to
+    /// add): no copy, and no other duty of `poll_transmit` on the way to the `send`.
+    /// Returns how many datagrams went out (0: refused, dropped and counted), or `None`
+    /// if the frame is not done with (the kernel pushes back, or something must go
+    /// first): the general path then takes it.
+    fn send_lone_from_ring(&mut self, now: Instant) -> Option<usize> {
+        self.core.seal_lingered(now);
+        let frame = self.core.unsent_data().next()?;
+        let r = loop {
+            match self.data.send(frame) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        let sent = match r {
+            Ok(_) => 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+            // Refused (e.g. EPERM from a firewall): dropped and counted; receivers will
+            // NAK it.
+            Err(_) => {
+                self.send_errors += 1;
+                0
+            }
+        };
+        self.core.data_sent(now, 1);
+        Some(sent)
     }
 
     /// Queue the frame in `frame` for the batch (multicast mode, batch empty).
