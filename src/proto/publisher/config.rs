@@ -106,6 +106,12 @@ pub struct PublisherConfig {
     /// at most `flow_timeout`, and with no report carries on unheld. Small enough for any
     /// socket buffer. At least one frame (`mtu`).
     pub initial_flow_window: usize,
+    /// How long a session that used up `initial_flow_window` waits for the first flow
+    /// report before it carries on with nothing held back (no receiver reports: none is
+    /// there yet, or they report no flow). A held-back publisher heartbeats at
+    /// `heartbeat_min`, doubling, and every reporting receiver answers those at once, so
+    /// a few heartbeat intervals are enough. At most `flow_timeout`.
+    pub flow_start_wait: Duration,
     /// Frame authentication (off by default): with a key, every frame sent carries a
     /// 20-byte trailer (key id and MAC) inside `mtu`, and NAKs and STATUS frames without a
     /// valid one are dropped and counted in
@@ -144,6 +150,7 @@ impl Default for PublisherConfig {
             max_flow_receivers: 64,
             flow_timeout: Duration::from_secs(1),
             initial_flow_window: 64 << 10,
+            flow_start_wait: Duration::from_millis(10),
             auth: AuthConfig::default(),
         }
     }
@@ -183,6 +190,7 @@ impl PublisherConfig {
         self.max_flow_receivers = self.max_flow_receivers.clamp(1, 1 << 12);
         self.flow_timeout = self.flow_timeout.min(day).max(self.heartbeat_max * 2);
         self.initial_flow_window = self.initial_flow_window.max(self.mtu);
+        self.flow_start_wait = self.flow_start_wait.min(self.flow_timeout);
         // A message must fit in the unsent allowance, or it could never be offered.
         let room = self.frame_limit() - DataFrameWriter::EMPTY_LEN - wire::FRAGMENT_HEADER_LEN;
         let allowance_frames = (self.max_unsent_frames().saturating_sub(1) as u64)

@@ -11,7 +11,7 @@
 //!
 //! Receivers report once they hear the first frame, so a new session starts with a small
 //! initial window (`initial_flow_window`) and, once it is used up, waits for the first
-//! report, for at most `flow_timeout`: a slow subscriber is not flooded before it could
+//! report, for at most `flow_start_wait`: a slow subscriber is not flooded before it could
 //! say so, and a publisher nobody reports to (no subscriber yet, or subscribers that
 //! send no reports) carries on after the wait with nothing held back. Once the last
 //! tracked receiver leaves or goes silent, nothing is held back either, until a receiver
@@ -85,6 +85,8 @@ pub(super) struct FlowTable {
     timeout: Duration,
     /// Bytes a session may send before its first report.
     initial: u64,
+    /// How long the start-up waits for the first report once `initial` is used up.
+    start_wait: Duration,
     startup: Startup,
     receivers: Vec<FlowReceiver>,
     /// The limit in force (by `mode`), `None` when nothing holds new data back.
@@ -95,15 +97,22 @@ pub(super) struct FlowTable {
 
 impl FlowTable {
     /// A table for `mode`, tracking at most `max` receivers, each for `timeout` after its
-    /// latest report, allowing `initial` bytes before the first report. All memory is
-    /// allocated here.
-    pub fn new(mode: FlowControl, max: usize, timeout: Duration, initial: u64) -> Self {
+    /// latest report, allowing `initial` bytes before the first report and then waiting
+    /// up to `start_wait` for it. All memory is allocated here.
+    pub fn new(
+        mode: FlowControl,
+        max: usize,
+        timeout: Duration,
+        initial: u64,
+        start_wait: Duration,
+    ) -> Self {
         let on = mode != FlowControl::None;
         Self {
             mode,
             max,
             timeout,
             initial,
+            start_wait,
             startup: if on {
                 Startup::Waiting(None)
             } else {
@@ -119,7 +128,7 @@ impl FlowTable {
     pub fn held(&mut self, now: Instant) {
         if self.startup == Startup::Waiting(None) {
             self.startup = Startup::Waiting(Some(now));
-            let end = now + self.timeout;
+            let end = now + self.start_wait;
             self.next_expiry = Some(self.next_expiry.map_or(end, |e| e.min(end)));
         }
     }
@@ -191,7 +200,7 @@ impl FlowTable {
             return 0;
         }
         if let Startup::Waiting(Some(since)) = self.startup
-            && since + self.timeout <= now
+            && since + self.start_wait <= now
         {
             self.startup = Startup::Over;
         }
@@ -199,7 +208,7 @@ impl FlowTable {
         self.receivers.retain(|r| r.expires_at > now);
         self.next_expiry = self.receivers.iter().map(|r| r.expires_at).min();
         if let Startup::Waiting(Some(since)) = self.startup {
-            let end = since + self.timeout;
+            let end = since + self.start_wait;
             self.next_expiry = Some(self.next_expiry.map_or(end, |e| e.min(end)));
         }
         self.recompute();
@@ -232,7 +241,7 @@ mod tests {
     fn max_follows_the_fastest_min_the_slowest() {
         let t0 = Instant::now();
         for (mode, want) in [(FlowControl::Max, 5000), (FlowControl::Min, 1000)] {
-            let mut t = FlowTable::new(mode, 4, Duration::from_secs(1), 64);
+            let mut t = FlowTable::new(mode, 4, Duration::from_secs(1), 64, Duration::from_secs(1));
             assert_eq!(t.limit(), Some(64), "the initial window");
             assert_eq!(t.report(t0, addr(1), 1000), Reported::Added);
             assert_eq!(t.report(t0, addr(2), 5000), Reported::Added);
@@ -246,7 +255,13 @@ mod tests {
             assert!(t.leave(addr(2)));
             assert_eq!(t.limit(), None);
         }
-        let mut off = FlowTable::new(FlowControl::None, 4, Duration::from_secs(1), 64);
+        let mut off = FlowTable::new(
+            FlowControl::None,
+            4,
+            Duration::from_secs(1),
+            64,
+            Duration::from_secs(1),
+        );
         assert_eq!(off.limit(), None);
         off.report(t0, addr(1), 1000);
         assert_eq!(off.limit(), None);
@@ -256,7 +271,7 @@ mod tests {
     fn the_start_up_wait_ends_at_the_first_report_or_after_the_timeout() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let mut t = FlowTable::new(FlowControl::Max, 4, ms(100), 64);
+        let mut t = FlowTable::new(FlowControl::Max, 4, ms(500), 64, ms(100));
         assert_eq!((t.limit(), t.next_expiry()), (Some(64), None));
         // Held back at 10 ms: the wait runs until 110 ms.
         t.held(t0 + ms(10));
@@ -274,7 +289,7 @@ mod tests {
         t.report(t0 + ms(120), addr(1), 500);
         assert_eq!(t.limit(), Some(500));
 
-        let mut t = FlowTable::new(FlowControl::Min, 4, ms(100), 64);
+        let mut t = FlowTable::new(FlowControl::Min, 4, ms(500), 64, ms(100));
         t.held(t0);
         t.report(t0 + ms(5), addr(1), 500);
         assert_eq!(t.limit(), Some(500));
@@ -286,7 +301,7 @@ mod tests {
     fn bounded_and_expiring() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let mut t = FlowTable::new(FlowControl::Min, 2, ms(100), 64);
+        let mut t = FlowTable::new(FlowControl::Min, 2, ms(100), 64, ms(100));
         assert_eq!(t.report(t0, addr(1), 100), Reported::Added);
         assert_eq!(t.report(t0 + ms(50), addr(2), 200), Reported::Added);
         assert_eq!(t.report(t0 + ms(60), addr(3), 300), Reported::Refused);

@@ -30,7 +30,7 @@
 //! back stay unsent in the ring, and `offer` pushes back once the unsent allowance is full.
 //! A receiver silent for [`PublisherConfig::flow_timeout`] stops counting. A session sends
 //! [`PublisherConfig::initial_flow_window`] bytes before the first report, then waits for
-//! one (at most `flow_timeout`). Heartbeats announce only what was sent, so receivers never
+//! one (at most [`PublisherConfig::flow_start_wait`]). Heartbeats announce only what was sent, so receivers never
 //! NAK held-back frames.
 //!
 //! Without authentication, anyone who can send the publisher a STATUS datagram can make it
@@ -315,6 +315,7 @@ impl Publisher {
                 cfg.max_flow_receivers,
                 cfg.flow_timeout,
                 cfg.initial_flow_window as u64,
+                cfg.flow_start_wait,
             ),
             flow_held: false,
             flow_released: false,
@@ -1257,6 +1258,11 @@ impl Publisher {
         )
         .ok()?;
         wire::set_session_offset(&mut buf[..len], sent_end - self.cfg.initial_seq);
+        if self.flow_blocked() {
+            // Held back: ask every reporting receiver for a report now (one may have been
+            // lost), rather than wait for their keep-alive reports.
+            wire::set_flags(&mut buf[..len], wire::FLAG_FLOW_HELD);
+        }
         let len = self.keyring.seal(buf, len).ok()?;
         let hb = &mut self.heartbeat;
         hb.interval = if hb.data_since {

@@ -1381,9 +1381,18 @@ fn flow_start_up_wait_and_silent_receivers_end_after_flow_timeout() {
     let mut p = forty_frames_flow(now, FlowControl::Max);
     assert_eq!(drain(&mut p, now).len(), 4);
     let timeout = p.config().flow_timeout;
-    // Nobody reports: after the wait, everything goes (with heartbeats in between).
+    let wait = p.config().flow_start_wait;
+    // Nobody reports: heartbeats ask for reports, and after the start-up wait everything
+    // goes.
     let hb = p.config().heartbeat_min;
-    drain(&mut p, now + hb);
+    let beat = drain(&mut p, now + hb);
+    assert_eq!(beat.len(), 1);
+    let flags = wire::Header::parse(&beat[0]).unwrap().flags;
+    assert_ne!(
+        flags & wire::FLAG_FLOW_HELD,
+        0,
+        "held: the heartbeat asks for reports"
+    );
     assert!(p.flow_blocked());
     let data = |frames: Vec<Vec<u8>>| {
         frames
@@ -1391,8 +1400,15 @@ fn flow_start_up_wait_and_silent_receivers_end_after_flow_timeout() {
             .filter(|f| wire::Header::parse(f).unwrap().frame_type == FrameType::Data)
             .count()
     };
-    assert_eq!(data(drain(&mut p, now + timeout - us(1))), 0);
-    assert_eq!(data(drain(&mut p, now + timeout)), 36);
+    assert_eq!(data(drain(&mut p, now + wait - us(1))), 0);
+    assert_eq!(data(drain(&mut p, now + wait)), 36);
+    // Nothing held: the next heartbeat does not ask.
+    let later = now + wait + hb * 4;
+    let beat = drain(&mut p, later);
+    assert_eq!(
+        wire::Header::parse(&beat[0]).unwrap().flags & wire::FLAG_FLOW_HELD,
+        0
+    );
 
     // A receiver reports, then falls silent: it holds the publisher until it expires.
     let mut p = forty_frames_flow(now, FlowControl::Min);

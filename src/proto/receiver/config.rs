@@ -75,12 +75,19 @@ pub struct ReceiverConfig {
     pub status_interval: Duration,
     /// Bytes of DATA frames this receiver can take from a publisher beyond the next
     /// message it will deliver, reported to each publisher for flow control (STATUS with
-    /// a flow report: once a quarter of it was received, in reply to every heartbeat,
-    /// and at join). Publishers hold new data back by it
+    /// a flow report: at join, once a quarter of it was received, in reply to a heartbeat
+    /// that says the publisher is held back, and in reply to any heartbeat once the last
+    /// report is `flow_keepalive` old). Publishers hold new data back by it
     /// (`PublisherConfig::flow_control`). Size it below what the socket buffer holds;
     /// the transport lowers it to a quarter of the receive buffer the kernel granted.
     /// Default 1 MiB; 0 sends no flow reports.
     pub flow_window: u32,
+    /// A heartbeat is answered with a flow report (even when the publisher is not held
+    /// back) once the last report to that publisher is this old, so that it keeps counting
+    /// this receiver while data is slow or idle. Must be well below the publishers'
+    /// `PublisherConfig::flow_timeout` (1 s by default) less their `heartbeat_max` (100 ms).
+    /// Default 100 ms; clamped to 1 ms ..= 1 day.
+    pub flow_keepalive: Duration,
     /// Frame authentication (off by default): with a key, NAK and STATUS frames are sealed
     /// and frames without a valid trailer are dropped and counted in
     /// [`ReceiverStats::auth_failures`](super::ReceiverStats). When it is required (not
@@ -110,6 +117,7 @@ impl Default for ReceiverConfig {
             status_to: Vec::new(),
             status_interval: Duration::from_secs(1),
             flow_window: 1 << 20,
+            flow_keepalive: Duration::from_millis(100),
             auth: AuthConfig::default(),
         }
     }
@@ -157,6 +165,7 @@ impl ReceiverConfig {
         self.status_interval = self
             .status_interval
             .clamp(Duration::from_millis(1), Duration::from_secs(86_400));
+        self.flow_keepalive = self.flow_keepalive.clamp(Duration::from_millis(1), day);
         let mut seen = 0;
         while seen < self.status_to.len() {
             if self.status_to[..seen].contains(&self.status_to[seen]) {

@@ -508,12 +508,12 @@ impl Receiver {
     }
 
     /// The next flow report due, if any (round robin is not needed: each goes out at once).
-    fn transmit_flow(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+    fn transmit_flow(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         let window = self.cfg.flow_window;
         let Some((src, report)) = self
             .sources
             .iter_mut()
-            .find_map(|s| s.take_flow_report(window).map(|r| (s, r)))
+            .find_map(|s| s.take_flow_report(window, now).map(|r| (s, r)))
         else {
             self.flow_pending = false;
             return None;
@@ -663,6 +663,7 @@ impl Receiver {
             Frame::Heartbeat { .. } => (false, true),
             _ => (false, false),
         };
+        let held = heartbeat && header.flags & wire::FLAG_FLOW_HELD != 0;
         match frame {
             Frame::Data(d) => src.on_data(&d, now, &mut ctx, on_event),
             Frame::Heartbeat {
@@ -700,13 +701,23 @@ impl Receiver {
                 unreachable!("receiver-to-publisher frames are ignored above")
             }
         }
-        // Flow reports: as data is taken in (a quarter window at a time), in reply to every
-        // heartbeat (a publisher held back by flow control heartbeats, and a lost report
-        // is replaced within one heartbeat interval), and at join.
+        // Flow reports: at join, as data is taken in (a quarter window at a time), at once
+        // to a held-back publisher's heartbeat (a lost report is replaced within one
+        // heartbeat interval), and to any heartbeat once the last report is
+        // `flow_keepalive` old (so the publisher keeps counting this receiver).
         let window = self.cfg.flow_window as usize;
         if window > 0 && !self.leaving {
-            let force = heartbeat || !was_live;
-            self.flow_pending |= src.note_flow(bytes.len(), data, force, window / 4);
+            let force = held || !was_live;
+            let keepalive = self.cfg.flow_keepalive;
+            self.flow_pending |= src.note_flow(
+                bytes.len(),
+                data,
+                heartbeat,
+                force,
+                window / 4,
+                now,
+                keepalive,
+            );
         }
     }
 
@@ -750,7 +761,7 @@ impl Receiver {
             return Some(t);
         }
         if self.flow_pending
-            && let Some(t) = self.transmit_flow(buf)
+            && let Some(t) = self.transmit_flow(now, buf)
         {
             return Some(t);
         }

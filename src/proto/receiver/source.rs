@@ -178,6 +178,8 @@ pub(super) struct Source {
     flow_bytes: usize,
     /// A flow report to this source is due.
     flow_due: bool,
+    /// When the last flow report to this source was sent.
+    flow_sent_at: Option<Instant>,
 }
 
 impl Source {
@@ -199,20 +201,33 @@ impl Source {
             deadline: None,
             flow_bytes: 0,
             flow_due: false,
+            flow_sent_at: None,
         }
     }
 
     /// Count a datagram of `len` bytes (`data`: a DATA frame) toward the next flow
-    /// report; `force` makes one due regardless (a heartbeat, a join). Returns whether a
-    /// report is due. Only a live source is reported to.
-    pub fn note_flow(&mut self, len: usize, data: bool, force: bool, threshold: usize) -> bool {
+    /// report; `force` makes one due regardless (a held-back publisher's heartbeat, a
+    /// join), and so does `heartbeat` once the last report is `keepalive` old at `now`.
+    /// Returns whether a report is due. Only a live source is reported to.
+    #[allow(clippy::too_many_arguments)]
+    pub fn note_flow(
+        &mut self,
+        len: usize,
+        data: bool,
+        heartbeat: bool,
+        force: bool,
+        threshold: usize,
+        now: Instant,
+        keepalive: Duration,
+    ) -> bool {
         if self.phase != Phase::Live {
             return false;
         }
         if data {
             self.flow_bytes += len;
         }
-        if force || self.flow_bytes >= threshold {
+        let stale = heartbeat && self.flow_sent_at.is_none_or(|t| now >= t + keepalive);
+        if force || stale || self.flow_bytes >= threshold {
             self.flow_due = true;
         }
         self.flow_due
@@ -224,13 +239,14 @@ impl Source {
         self.flow_due
     }
 
-    /// The flow report due, if any, with `window`; it is then no longer due.
-    pub fn take_flow_report(&mut self, window: u32) -> Option<wire::FlowReport> {
+    /// The flow report due, if any, with `window`, sent at `now`; it is then no longer due.
+    pub fn take_flow_report(&mut self, window: u32, now: Instant) -> Option<wire::FlowReport> {
         if !self.flow_due {
             return None;
         }
         self.flow_due = false;
         self.flow_bytes = 0;
+        self.flow_sent_at = Some(now);
         Some(wire::FlowReport {
             position: self.cursor,
             window,
@@ -270,6 +286,7 @@ impl Source {
         self.deadline = None;
         self.flow_bytes = 0;
         self.flow_due = false;
+        self.flow_sent_at = None;
     }
 
     fn join<F: FnMut(Event<'_>)>(&mut self, start: u64, ctx: &mut Ctx<'_>, on_event: &mut F) {

@@ -1349,20 +1349,34 @@ fn flow_reports_at_join_per_quarter_window_on_heartbeats_and_when_leaving() {
         h.deliver(&f[0]);
     }
     assert_eq!(flow_reports(&mut h.receiver, h.now)[0].3, report(9));
-    // Every heartbeat is answered (a held-back publisher heartbeats, and a lost report is
-    // replaced within one heartbeat interval).
+    // A heartbeat is answered at once when the publisher says it is held back (a lost
+    // report is replaced within one heartbeat interval), otherwise only once the last
+    // report is `flow_keepalive` old.
     let mut buf = [0u8; 64];
     let n = emit_control(&mut buf, FrameType::Heartbeat, 0, 0xABCD, 18, 0).unwrap();
     h.deliver(&buf[..n]);
+    assert!(
+        flow_reports(&mut h.receiver, h.now).is_empty(),
+        "reported just now"
+    );
+    let mut held = buf;
+    wire::set_flags(&mut held[..n], wire::FLAG_FLOW_HELD);
+    h.deliver(&held[..n]);
     assert_eq!(flow_reports(&mut h.receiver, h.now).len(), 1);
-    assert_eq!(h.receiver.stats().flow_reports, 4);
+    h.now += h.receiver.config().flow_keepalive - Duration::from_nanos(1);
+    h.deliver(&buf[..n]);
+    assert!(flow_reports(&mut h.receiver, h.now).is_empty());
+    h.now += Duration::from_nanos(1);
+    h.deliver(&buf[..n]);
+    assert_eq!(flow_reports(&mut h.receiver, h.now).len(), 1, "keep-alive");
+    assert_eq!(h.receiver.stats().flow_reports, 5);
     // Leaving: one last report with the LEAVING flag, then none.
     h.receiver.leave();
     assert_eq!(
         flow_reports(&mut h.receiver, h.now),
         [(pub_addr(), 0xABCD, true, report(9))]
     );
-    h.deliver(&buf[..n]);
+    h.deliver(&held[..n]);
     assert!(flow_reports(&mut h.receiver, h.now).is_empty());
 }
 

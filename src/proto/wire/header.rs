@@ -27,6 +27,10 @@ pub const FLAG_REPEAT: u16 = 0x0001;
 /// Any frame: an authentication trailer (key id and MAC) ends the frame; see
 /// [`crate::proto::auth`]. Covered by the MAC, so it cannot be stripped unnoticed.
 pub const FLAG_AUTH: u16 = 0x0002;
+/// HEARTBEAT flag: the publisher holds new data back for flow control; every receiver that
+/// reports answers with a flow report at once (otherwise receivers answer heartbeats only
+/// to keep their report alive, see `ReceiverConfig::flow_keepalive`).
+pub const FLAG_FLOW_HELD: u16 = 0x0004;
 /// STATUS body flag (bit 0 of its `flags` u32): the receiver is going away; the publisher
 /// stops sending to it.
 pub const STATUS_LEAVING: u32 = 0x0000_0001;

@@ -21,8 +21,8 @@ pub use frames::{
     set_retransmit, set_session_offset,
 };
 pub use header::{
-    FLAG_AUTH, FLAG_REPEAT, FLAG_RETRANSMIT, FRAG_BEGIN, FRAG_END, FrameType, HEADER_LEN, Header,
-    PROTOCOL_VERSION, STATUS_FLOW, STATUS_LEAVING,
+    FLAG_AUTH, FLAG_FLOW_HELD, FLAG_REPEAT, FLAG_RETRANSMIT, FRAG_BEGIN, FRAG_END, FrameType,
+    HEADER_LEN, Header, PROTOCOL_VERSION, STATUS_FLOW, STATUS_LEAVING,
 };
 
 use core::fmt;
