@@ -85,6 +85,43 @@ const COALESCING_SLOT: usize = (64 << 10) + 64;
 
 /// The receive batch for `socket`: 32 coalescing buffers when `receive_offload` is on and
 /// the kernel has UDP GRO, else 32 buffers of `max_datagram`.
+/// Send what `core` has due (NAKs, STATUS, flow reports) from `control`, through `send`
+/// with `frame` as scratch; returns how many datagrams went out. A free function so that
+/// it can run while the receive batch is borrowed.
+fn transmit(
+    core: &mut Receiver,
+    frame: &mut [u8],
+    send: &mut SendBatch,
+    control: &UdpSocket,
+    now: Instant,
+) -> usize {
+    let mut sent = 0;
+    while let Some(t) = core.poll_transmit(now, frame) {
+        let dest = match t.destination {
+            Destination::Unicast(a) => a,
+            Destination::Group => continue,
+        };
+        if send.push(&frame[..t.len], Some(dest)).is_err() {
+            break;
+        }
+        if send.is_full() {
+            sent += flush_sends(send, control);
+        }
+    }
+    sent + flush_sends(send, control)
+}
+
+fn flush_sends(send: &mut SendBatch, control: &UdpSocket) -> usize {
+    match send.send(control) {
+        Ok(n) => n,
+        Err(_) => {
+            // An unreachable publisher: drop the NAK; the retry timer covers it.
+            send.pop_front();
+            0
+        }
+    }
+}
+
 fn receive_batch(socket: &std::net::UdpSocket, opts: &SubscriberOptions) -> RecvBatch {
     if opts.socket.receive_offload {
         let mut batch = RecvBatch::new(32, COALESCING_SLOT.max(COALESCED_CAPACITY));
@@ -315,6 +352,18 @@ impl Subscriber {
                             continue;
                         }
                         self.core.handle_datagram(now, d.source, d.payload, handler);
+                        if self.core.flow_report_due() {
+                            // At once, not after the batch: one receive can bring megabytes
+                            // (32 coalesced buffers), and a publisher held back by flow
+                            // control waits for this report.
+                            work += transmit(
+                                &mut self.core,
+                                &mut self.frame,
+                                &mut self.send,
+                                &self.control,
+                                now,
+                            );
+                        }
                     }
                     if self.recv.buffers_used() < self.recv.capacity() {
                         // Likely drained; not certain (the adaptive receive takes a lone
@@ -353,31 +402,13 @@ impl Subscriber {
     }
 
     fn transmit(&mut self, now: Instant) -> usize {
-        let mut sent = 0;
-        while let Some(t) = self.core.poll_transmit(now, &mut self.frame) {
-            let dest = match t.destination {
-                Destination::Unicast(a) => a,
-                Destination::Group => continue,
-            };
-            if self.send.push(&self.frame[..t.len], Some(dest)).is_err() {
-                break;
-            }
-            if self.send.is_full() {
-                sent += self.flush_sends();
-            }
-        }
-        sent + self.flush_sends()
-    }
-
-    fn flush_sends(&mut self) -> usize {
-        match self.send.send(&self.control) {
-            Ok(n) => n,
-            Err(_) => {
-                // An unreachable publisher: drop the NAK; the retry timer covers it.
-                self.send.pop_front();
-                0
-            }
-        }
+        transmit(
+            &mut self.core,
+            &mut self.frame,
+            &mut self.send,
+            &self.control,
+            now,
+        )
     }
 
     /// Block until a datagram arrives, a timer is due, or `timeout` passes; then run one

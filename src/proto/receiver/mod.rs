@@ -507,6 +507,13 @@ impl Receiver {
         })
     }
 
+    /// Whether a flow report is due (`poll_transmit` produces it). A cheap check for I/O
+    /// layers that send reports as soon as they are due, in the middle of a batch of
+    /// received datagrams rather than after it: a publisher held back waits for them.
+    pub fn flow_report_due(&self) -> bool {
+        self.flow_pending
+    }
+
     /// The next flow report due, if any (round robin is not needed: each goes out at once).
     fn transmit_flow(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         let window = self.cfg.flow_window;
