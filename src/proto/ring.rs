@@ -9,6 +9,13 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+/// What a frame counts for in stream positions beyond its length: about what a kernel
+/// charges a receiving socket's buffer per datagram besides its bytes (Linux's `sk_buff`
+/// and its bookkeeping, 700–900 bytes on x86-64). A flow-control window then bounds the
+/// buffer a receiver needs whatever the datagrams' size: without it, a 1 MiB window of
+/// 72-byte datagrams would be some 14 000 of them, over 10 MiB of socket buffer.
+pub const DATAGRAM_COST: u64 = 768;
+
 /// Index entry for one stored frame.
 #[derive(Clone, Copy, Debug)]
 pub struct RingEntry {
@@ -18,8 +25,8 @@ pub struct RingEntry {
     pub end_seq: u64,
     offset: usize,
     len: usize,
-    /// Byte position of the frame in the session's stream of frames (the lengths of all
-    /// frames stored before it), for flow control.
+    /// Position of the frame in the session's stream of frames (the lengths of all frames
+    /// stored before it, plus [`DATAGRAM_COST`] each), for flow control.
     pos: u64,
     /// When this frame was last sent as a repair.
     pub last_repair: Option<Instant>,
@@ -33,15 +40,15 @@ impl RingEntry {
         self.len
     }
 
-    /// Byte position of the frame in the stream of frames stored since the ring was
-    /// created (the lengths of all frames before it).
+    /// Position of the frame in the stream of frames stored since the ring was created:
+    /// the lengths of all frames before it, plus [`DATAGRAM_COST`] for each.
     pub fn pos(&self) -> u64 {
         self.pos
     }
 
-    /// Byte position one past the frame.
+    /// Position one past the frame (its length and [`DATAGRAM_COST`] after `pos`).
     pub fn end_pos(&self) -> u64 {
-        self.pos + self.len as u64
+        self.pos + self.len as u64 + DATAGRAM_COST
     }
 
     /// Whether the stored frame is empty (never, for frames the publisher stores).
@@ -128,8 +135,8 @@ impl RetransmitRing {
         self.entries.is_empty()
     }
 
-    /// Byte position one past the newest frame stored (the total length of every frame
-    /// stored so far).
+    /// Position one past the newest frame stored (the total length of every frame stored
+    /// so far, plus [`DATAGRAM_COST`] each).
     pub fn end_pos(&self) -> u64 {
         self.end_pos
     }
@@ -228,7 +235,7 @@ impl RetransmitRing {
             last_repair: None,
             repair_queued: false,
         });
-        self.end_pos += len as u64;
+        self.end_pos += len as u64 + DATAGRAM_COST;
         self.head += len;
         self.reserved = 0;
         while end_seq - self.oldest_seq > self.max_seqs && self.entries.len() > 1 {
@@ -305,13 +312,14 @@ mod tests {
         assert_eq!(r.find(0), None);
         assert_eq!(r.find(seq), None);
         // Stream positions count every frame ever stored, evicted ones included.
-        assert_eq!(r.end_pos(), 50 * 60);
+        let each = 60 + DATAGRAM_COST;
+        assert_eq!(r.end_pos(), 50 * each);
         let last = r.len() - 1;
-        assert_eq!(r.entry(last).end_pos(), 50 * 60);
-        assert_eq!(r.entry(0).pos(), (50 - r.len() as u64) * 60);
+        assert_eq!(r.entry(last).end_pos(), 50 * each);
+        assert_eq!(r.entry(0).pos(), (50 - r.len() as u64) * each);
         assert_eq!(r.count_within(0, r.entry(0).pos()), 0);
         assert_eq!(r.count_within(0, r.entry(2).end_pos()), 3);
-        assert_eq!(r.count_within(1, r.entry(2).end_pos() + 59), 2);
+        assert_eq!(r.count_within(1, r.entry(2).end_pos() + each - 1), 2);
         assert_eq!(r.count_within(0, u64::MAX), r.len());
         assert_eq!(r.count_within(r.len(), u64::MAX), 0);
         // Against a plain count, for every start and every limit around every boundary.

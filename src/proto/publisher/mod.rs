@@ -515,7 +515,8 @@ impl Publisher {
             return;
         }
         // A window smaller than a frame would hold the next frame back for ever.
-        let window = u64::from(report.window).max(self.frame_limit as u64);
+        let frame = self.frame_limit as u64 + crate::proto::ring::DATAGRAM_COST;
+        let window = u64::from(report.window).max(frame);
         let limit = self.stream_pos(report.position).saturating_add(window);
         if self.flow.len() >= self.cfg.max_flow_receivers {
             // Make room from silent receivers (counted) before a newcomer is refused.

@@ -1279,14 +1279,23 @@ fn flow_report(session: u64, position: u64, window: u32, leaving: bool) -> Vec<u
     buf[..n].to_vec()
 }
 
-/// A flow-controlled publisher (`mode`) with `mtu` 500 and an initial window of 2000
-/// bytes, holding 40 offered frames of 440 bytes each (one 400-byte message each), none
+/// What one frame of [`forty_frames_flow`] counts for in flow control: its 440 bytes and
+/// the per-datagram cost.
+const F: u64 = 440 + crate::proto::ring::DATAGRAM_COST;
+
+/// A window of `frames` frames of [`forty_frames_flow`] and a little more.
+fn frames(frames: u64) -> u32 {
+    (frames * F + 100) as u32
+}
+
+/// A flow-controlled publisher (`mode`) with `mtu` 500 and an initial window of four
+/// frames, holding 40 offered frames of 440 bytes each (one 400-byte message each), none
 /// sent yet.
 fn forty_frames_flow(now: Instant, mode: FlowControl) -> Publisher {
     let cfg = PublisherConfig {
         mtu: 500,
         flow_control: mode,
-        initial_flow_window: 2000,
+        initial_flow_window: frames(4) as usize,
         ..PublisherConfig::default()
     };
     let mut p = Publisher::new(cfg, 5, now);
@@ -1311,7 +1320,7 @@ fn announced(frame: &[u8]) -> (u64, bool) {
 fn flow_holds_new_data_at_the_reported_window() {
     let now = t0();
     let mut p = forty_frames_flow(now, FlowControl::Max);
-    // The initial window (2000 bytes) lets the first four frames (1760 bytes) go.
+    // The initial window lets the first four frames go.
     assert_eq!(p.unsent_data().len(), 4, "the gather path is held back too");
     assert_eq!(drain(&mut p, now).len(), 4);
     assert!(p.flow_blocked());
@@ -1323,20 +1332,20 @@ fn flow_holds_new_data_at_the_reported_window() {
     let hb = drain(&mut p, later);
     assert_eq!(hb.len(), 1);
     assert_eq!(announced(&hb[0]), (4, false));
-    // A receiver that delivered 0 and 1 and takes 1000 bytes beyond: the frame holding
-    // seq 2 starts at byte 880, so frames up to byte 1880 may go: none new.
-    p.handle_datagram(later, addr(1), &flow_report(5, 2, 1000, false));
+    // A receiver that delivered 0 and 1 and takes two frames beyond: the frame holding
+    // seq 2 starts at 2F, so frames up to 4F + 100 may go: none new.
+    p.handle_datagram(later, addr(1), &flow_report(5, 2, frames(2), false));
     assert_eq!((p.stats().flow_added, p.flow_receivers()), (1, 1));
     assert!(drain(&mut p, later).is_empty());
-    // It delivered everything sent: 1760 + 1000 lets two more frames (to 2640) go.
-    p.handle_datagram(later, addr(1), &flow_report(5, 4, 1000, false));
+    // It delivered everything sent (4F): two more frames may go.
+    p.handle_datagram(later, addr(1), &flow_report(5, 4, frames(2), false));
     assert_eq!(drain(&mut p, later).len(), 2);
     // A report for another session, or from a receiver claiming more than was sent,
     // cannot reach past what was sent plus its window.
     p.handle_datagram(later, addr(2), &flow_report(6, 40, 1 << 30, false));
     assert_eq!(p.stats().ignored_frames, 1);
-    p.handle_datagram(later, addr(2), &flow_report(5, 1000, 500, false));
-    assert_eq!(drain(&mut p, later).len(), 1, "2640 + 500: one frame");
+    p.handle_datagram(later, addr(2), &flow_report(5, 1000, frames(1), false));
+    assert_eq!(drain(&mut p, later).len(), 1, "what was sent and one frame");
     // A window below one frame still lets one frame at a time go.
     p.handle_datagram(later, addr(2), &flow_report(5, 7, 1, false));
     assert_eq!(drain(&mut p, later).len(), 1);
@@ -1349,19 +1358,20 @@ fn flow_min_waits_for_the_slowest_max_for_the_fastest() {
     for (mode, want) in [(FlowControl::Min, 2), (FlowControl::Max, 5)] {
         let mut p = forty_frames_flow(now, mode);
         assert_eq!(drain(&mut p, now).len(), 4);
-        // Receiver 1 took everything sent (from byte 1760); receiver 2 is at seq 0.
-        p.handle_datagram(now, addr(1), &flow_report(5, 4, 2200, false));
-        p.handle_datagram(now, addr(2), &flow_report(5, 0, 1000, false));
-        // Min: 0 + 1000 (nothing new); Max: 1760 + 2200 = 3960 (frames to 3960: 5 more).
+        // Receiver 1 took everything sent (4F) and takes five frames more; receiver 2 is
+        // at seq 0 and takes one.
+        p.handle_datagram(now, addr(1), &flow_report(5, 4, frames(5), false));
+        p.handle_datagram(now, addr(2), &flow_report(5, 0, frames(1), false));
+        // Min: one frame from 0 (nothing new); Max: five frames from 4F.
         let sent = drain(&mut p, now).len();
         assert_eq!(
             sent,
             if mode == FlowControl::Min { 0 } else { 5 },
             "{mode:?}"
         );
-        // Receiver 2 catches up to seq 4 (byte 1760): Min 1760 + 1000 = 2760, two
-        // frames; Max unchanged.
-        p.handle_datagram(now, addr(2), &flow_report(5, 4, 1000, false));
+        // Receiver 2 catches up to seq 4 (4F) and takes two frames: Min two more frames;
+        // Max unchanged.
+        p.handle_datagram(now, addr(2), &flow_report(5, 4, frames(2), false));
         assert_eq!(
             drain(&mut p, now).len(),
             want - if sent > 0 { 5 } else { 0 }
@@ -1412,7 +1422,7 @@ fn flow_start_up_wait_and_silent_receivers_end_after_flow_timeout() {
 
     // A receiver reports, then falls silent: it holds the publisher until it expires.
     let mut p = forty_frames_flow(now, FlowControl::Min);
-    p.handle_datagram(now, addr(1), &flow_report(5, 0, 1000, false));
+    p.handle_datagram(now, addr(1), &flow_report(5, 0, frames(2), false));
     assert_eq!(drain(&mut p, now).len(), 2);
     assert_eq!(p.poll_timeout(), now + hb, "the heartbeat first");
     assert_eq!(data(drain(&mut p, now + timeout - us(1))), 0);
@@ -1443,7 +1453,7 @@ fn flow_close_waits_for_held_data_then_announces_the_end() {
 fn released_flow_sends_everything_held() {
     let now = t0();
     let mut p = forty_frames_flow(now, FlowControl::Min);
-    p.handle_datagram(now, addr(1), &flow_report(5, 0, 1000, false));
+    p.handle_datagram(now, addr(1), &flow_report(5, 0, frames(2), false));
     p.close(now);
     assert_eq!(drain(&mut p, now).len(), 3, "two frames and a heartbeat");
     assert_eq!(p.unsent_data().len(), 0);

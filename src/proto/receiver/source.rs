@@ -224,7 +224,8 @@ impl Source {
             return false;
         }
         if data {
-            self.flow_bytes += len;
+            // Counted as the publisher counts frames (length plus a per-datagram cost).
+            self.flow_bytes += len + crate::proto::ring::DATAGRAM_COST as usize;
         }
         let stale = heartbeat && self.flow_sent_at.is_none_or(|t| now >= t + keepalive);
         if force || stale || self.flow_bytes >= threshold {

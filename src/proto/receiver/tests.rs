@@ -9,6 +9,9 @@ use std::time::Duration;
 fn one_copy() -> PublisherConfig {
     PublisherConfig {
         repair_copies: 1,
+        // These tests deliver what they choose; the flow reports they make are checked by
+        // their own tests.
+        flow_control: crate::proto::FlowControl::None,
         ..PublisherConfig::default()
     }
 }
@@ -1315,14 +1318,17 @@ fn flow_reports(r: &mut Receiver, now: Instant) -> Vec<(SocketAddr, u64, bool, w
 
 #[test]
 fn flow_reports_at_join_per_quarter_window_on_heartbeats_and_when_leaving() {
+    // Each 140-byte frame counts 140 + DATAGRAM_COST (908 bytes): a quarter of this window
+    // is crossed by the eighth frame after a report.
+    assert_eq!(140 + crate::proto::ring::DATAGRAM_COST, 908);
     let rcfg = ReceiverConfig {
-        flow_window: 4000,
+        flow_window: 4 * (7 * 908 + 100),
         ..ReceiverConfig::default()
     };
     let mut h = Harness::new(rcfg);
     let report = |position| wire::FlowReport {
         position,
-        window: 4000,
+        window: 4 * (7 * 908 + 100),
     };
     // Joining reports at once (the publisher may be waiting for a first report).
     let f = h.publish(&[1; 100]);
@@ -1332,7 +1338,7 @@ fn flow_reports_at_join_per_quarter_window_on_heartbeats_and_when_leaving() {
         [(pub_addr(), 0xABCD, false, report(1))]
     );
     assert!(h.receiver.poll_timeout().is_none_or(|t| t > h.now));
-    // 140-byte frames: the eighth after a report crosses a quarter window (1000 bytes).
+    // The eighth frame after a report crosses a quarter window.
     for _ in 0..7 {
         let f = h.publish(&[2; 100]);
         h.deliver(&f[0]);
