@@ -97,14 +97,16 @@ pub struct PublisherConfig {
     /// At most 4096; lookups are linear in the count.
     pub max_flow_receivers: usize,
     /// A receiver that sent no flow report for this long no longer holds new data back.
-    /// Receivers report on every heartbeat (at least every `heartbeat_max`) and as they
-    /// consume, so this is the longest a crashed receiver can slow the publisher.
+    /// Receivers report as they consume and, while heartbeats arrive, at least every
+    /// `ReceiverConfig::flow_keepalive` (100 ms); this is the longest a crashed receiver
+    /// can slow the publisher.
     /// Clamped to at least twice `heartbeat_max` and at most a day.
     pub flow_timeout: Duration,
-    /// Bytes of DATA frames a session sends before the first flow report arrives (the
+    /// DATA a session sends before the first flow report arrives, counted like windows
+    /// (frame length plus [`DATAGRAM_COST`](crate::proto::ring::DATAGRAM_COST) each; the
     /// receivers' report comes once they hear the first frame); then it waits for one,
-    /// at most `flow_timeout`, and with no report carries on unheld. Small enough for any
-    /// socket buffer. At least one frame (`mtu`).
+    /// at most `flow_start_wait`, and with no report carries on unheld. Small enough for
+    /// any socket buffer. At least one frame (`mtu`).
     pub initial_flow_window: usize,
     /// How long a session that used up `initial_flow_window` waits for the first flow
     /// report before it carries on with nothing held back (no receiver reports: none is

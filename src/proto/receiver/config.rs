@@ -73,8 +73,9 @@ pub struct ReceiverConfig {
     /// or less, so that losing two STATUS frames in a row does not make the publisher drop
     /// this receiver. Default 1 s; clamped to 1 ms ..= 1 day.
     pub status_interval: Duration,
-    /// Bytes of DATA frames this receiver can take from a publisher beyond the next
-    /// message it will deliver, reported to each publisher for flow control (STATUS with
+    /// DATA this receiver can take from a publisher (each frame counted as its length plus
+    /// [`DATAGRAM_COST`](crate::proto::ring::DATAGRAM_COST)) beyond the next message it
+    /// will deliver, reported to each publisher for flow control (STATUS with
     /// a flow report: at join, once a quarter of it was received, in reply to a heartbeat
     /// that says the publisher is held back, and in reply to any heartbeat once the last
     /// report is `flow_keepalive` old). Publishers hold new data back by it

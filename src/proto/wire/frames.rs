@@ -73,14 +73,15 @@ pub enum Frame<'a> {
 }
 
 /// A receiver's flow-control report (a STATUS frame with [`STATUS_FLOW`]): it will deliver
-/// `position` next and can take `window` bytes of DATA frames beyond it.
+/// `position` next and can take `window` beyond it, counting each DATA frame as its length
+/// plus [`DATAGRAM_COST`](crate::proto::ring::DATAGRAM_COST).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowReport {
     /// The next sequence number the receiver will deliver (everything below it was
     /// delivered or reported lost).
     pub position: u64,
-    /// Bytes of DATA frames, counted from the frame holding `position`, the receiver can
-    /// take without overrunning its buffers.
+    /// DATA frames (length plus `DATAGRAM_COST` each), counted from the frame holding
+    /// `position`, the receiver can take without overrunning its buffers.
     pub window: u32,
 }
 
