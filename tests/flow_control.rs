@@ -127,17 +127,22 @@ fn joined(p: &mut Publisher, sub: &mut Subscriber) {
     }
 }
 
-#[test]
-fn a_slow_subscriber_is_not_overrun_with_flow_control() {
-    let ch = support::loopback_channel(140);
+/// `n` messages from a publisher in `mode` to a slow subscriber with a small socket buffer
+/// (on group octet `octet`): what the subscriber saw and the publisher's counters.
+fn slow_run(octet: u8, mode: FlowControl, n: u64) -> (Seen, nakcast::proto::PublisherStats) {
+    let ch = support::loopback_channel(octet);
     let sub = small_buffer_subscriber(&ch);
-    let mut p = publisher(&ch, FlowControl::Max, Duration::from_secs(1));
-    let n = 200_000;
+    let mut p = publisher(&ch, mode, Duration::from_secs(1));
     let done = Arc::new(AtomicBool::new(false));
     let rx = slow_subscriber(sub, n, Duration::from_secs(60), done.clone());
     publish(&mut p, n, &done, Duration::from_secs(60));
-    let seen = rx.join().unwrap();
-    let s = *p.stats();
+    (rx.join().unwrap(), *p.stats())
+}
+
+#[test]
+fn a_slow_subscriber_is_not_overrun_with_flow_control() {
+    let n = 200_000;
+    let (seen, s) = slow_run(140, FlowControl::Max, n);
     assert_eq!((seen.delivered, seen.lost), (n, 0), "{seen:?} {s:?}");
     assert_eq!(seen.out_of_order, 0, "{seen:?}");
     // Not one datagram overflowed the socket: no gap was ever opened, nothing repaired.
@@ -152,15 +157,8 @@ fn a_slow_subscriber_is_not_overrun_with_flow_control() {
 fn without_flow_control_the_same_subscriber_is_overrun() {
     // The scenario above really overflows the socket when nothing holds the publisher
     // back: gaps open, and they are repaired or reported lost, never silently dropped.
-    let ch = support::loopback_channel(141);
-    let sub = small_buffer_subscriber(&ch);
-    let mut p = publisher(&ch, FlowControl::None, Duration::from_secs(1));
     let n = 50_000;
-    let done = Arc::new(AtomicBool::new(false));
-    let rx = slow_subscriber(sub, n, Duration::from_secs(60), done.clone());
-    publish(&mut p, n, &done, Duration::from_secs(60));
-    let seen = rx.join().unwrap();
-    let s = *p.stats();
+    let (seen, s) = slow_run(141, FlowControl::None, n);
     assert_eq!(seen.delivered + seen.lost, n, "{seen:?} {s:?}");
     assert!(seen.gaps > 0, "{seen:?} {s:?}");
     assert_eq!(s.flow_blocked, 0, "{s:?}");
