@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where a hop's time goes: pong's path from the datagram's receive to the reply's send.
 
-Usage: python3 benches/hop_breakdown.py [--rounds N] [--count N] [--rev REV ...]
+Usage: python3 benches/hop_breakdown.py [--rounds N] [--count N] [--rev REV ...] [--rate R]
 
 The round trip of `nakcast ping` minus that of `ping --raw` is what the protocol costs,
 but on a shared VM the two differ by less than they move between runs. This measures the
@@ -100,7 +100,7 @@ def build(rev: str, tmp: str) -> str:
     return os.path.join(tree, "target", "release", "nakcast")
 
 
-def run(binary: str, port: int, count: int) -> tuple[str, str]:
+def run(binary: str, port: int, count: int, rate: float | None) -> tuple[str, str]:
     common = ["--group", f"239.255.92.1:{port}", "--reply-group", f"239.255.93.1:{port + 1}",
               "--interface", "127.0.0.1"]
     pong = subprocess.Popen(["taskset", "-c", "1", binary, "pong", *common,
@@ -108,7 +108,8 @@ def run(binary: str, port: int, count: int) -> tuple[str, str]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         out = subprocess.run(["taskset", "-c", "0", binary, "ping", *common, "--count",
-                              str(count), "--warmup", "5000", "--size", "32"],
+                              str(count), "--warmup", "5000", "--size", "32"]
+                             + (["--rate", str(rate)] if rate else []),
                              capture_output=True, text=True, timeout=120).stdout
     finally:
         pong.send_signal(2)
@@ -124,6 +125,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--count", type=int, default=200_000)
     ap.add_argument("--rev", nargs="+", default=["HEAD"])
+    ap.add_argument("--rate", type=float, help="ping --rate (round trips/s): the cold path")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="nakcast-hops-") as tmp:
         bins = {rev: build(rev, tmp) for rev in a.rev}
@@ -131,7 +133,7 @@ def main() -> int:
         for r in range(a.rounds):
             for rev, b in bins.items():
                 port += 2
-                rtt, prof = run(b, port, a.count)
+                rtt, prof = run(b, port, a.count, a.rate)
                 print(f"round {r + 1} {rev}: ping p50 {rtt} us; {prof}", flush=True)
     return 0
 
