@@ -672,6 +672,18 @@ fn unicast_subscribers_register_themselves() {
         assert!(c.losses.is_empty());
         assert_eq!(s.stats().duplicates, 0);
     }
+    // A dropped subscriber leaves (a LEAVING STATUS): the publisher stops sending to it at
+    // once rather than after `destination_timeout`.
+    drop(subs.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pubs[0].core().destinations().count() > 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the leaving subscriber is still a destination"
+        );
+        pubs[0].poll().unwrap();
+    }
+    assert_eq!(pubs[0].stats().destinations_left, 1);
 }
 
 #[test]

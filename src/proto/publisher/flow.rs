@@ -65,6 +65,8 @@ pub(super) enum Reported {
     Added,
     /// A new receiver was refused: `max_flow_receivers` are tracked.
     Refused,
+    /// Flow control is off (`FlowControl::None`): reports are not tracked.
+    Ignored,
 }
 
 /// Before the first report of the session.
@@ -156,6 +158,9 @@ impl FlowTable {
     /// A report from `from` allowing frames up to byte position `limit`. A receiver's limit
     /// never moves back (reports can arrive out of order).
     pub fn report(&mut self, now: Instant, from: SocketAddr, limit: u64) -> Reported {
+        if !self.is_on() {
+            return Reported::Ignored;
+        }
         let expires_at = now + self.timeout;
         let result = if let Some(r) = self.receivers.iter_mut().find(|r| r.addr == from) {
             r.limit = r.limit.max(limit);
@@ -263,8 +268,8 @@ mod tests {
             Duration::from_secs(1),
         );
         assert_eq!(off.limit(), None);
-        off.report(t0, addr(1), 1000);
-        assert_eq!(off.limit(), None);
+        assert_eq!(off.report(t0, addr(1), 1000), Reported::Ignored);
+        assert_eq!((off.limit(), off.len()), (None, 0));
     }
 
     #[test]

@@ -525,7 +525,7 @@ impl Publisher {
         match self.flow.report(now, from, limit) {
             Reported::Added => self.stats.flow_added += 1,
             Reported::Refused => self.stats.flow_refused += 1,
-            Reported::Updated => {}
+            Reported::Updated | Reported::Ignored => {}
         }
     }
 
