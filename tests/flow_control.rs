@@ -27,7 +27,7 @@ struct Seen {
 }
 
 /// A subscriber with a small socket buffer (the kernel doubles 128 KiB to 256 KiB, and the
-/// window it reports is a quarter of that) that consumes slowly: four datagrams per poll,
+/// window it reports is half of that) that consumes slowly: four datagrams per poll,
 /// then a sleep. Runs on its own thread until `n` messages were delivered or reported
 /// lost, or `limit` passes.
 fn slow_subscriber(
@@ -174,7 +174,7 @@ fn a_vanished_subscriber_holds_the_publisher_only_until_flow_timeout() {
     std::mem::forget(sub);
     let never = AtomicBool::new(true);
     let start = Instant::now();
-    // Far more than the window (64 KiB) and the unsent allowance (8 MiB): the publisher
+    // Far more than the window (128 KiB) and the unsent allowance (8 MiB): the publisher
     // must wait for the timeout, then go on.
     publish(&mut p, 200_000, &never, Duration::from_secs(20));
     let took = start.elapsed();
@@ -224,4 +224,27 @@ fn subscribers_report_no_flow_with_a_zero_window() {
     p.poll().unwrap();
     assert_eq!(sub.stats().flow_reports, 0);
     assert_eq!(p.stats().flow_added, 0);
+}
+
+#[test]
+fn the_reported_window_is_capped_at_half_the_socket_buffer() {
+    let ch = support::loopback_channel(145);
+    // 128 KiB requested: Linux reports 256 KiB, so the window is at most 128 KiB.
+    let sub = small_buffer_subscriber(&ch);
+    let reported = reported_recv_buffer(128 << 10);
+    assert_eq!(sub.core().config().flow_window as usize, reported / 2);
+    assert!(reported / 2 < ReceiverConfig::default().flow_window as usize);
+    // A window below the cap is kept.
+    let mut o = SubscriberOptions::new(ch.clone());
+    o.protocol.flow_window = 4096;
+    let small = Subscriber::new(o).unwrap();
+    assert_eq!(small.core().config().flow_window, 4096);
+}
+
+/// What the kernel reports for a UDP socket's receive buffer once `request` was set (Linux:
+/// twice the request, within `rmem_max`), as the subscriber reads it for its data socket.
+fn reported_recv_buffer(request: usize) -> usize {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    s.set_recv_buffer_size(request).unwrap();
+    s.recv_buffer_size().unwrap()
 }

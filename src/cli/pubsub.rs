@@ -176,7 +176,7 @@ pub struct SubArgs {
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     gro: Option<bool>,
     /// Flow-control window reported to publishers, in bytes (default 1 MiB, lowered to a
-    /// quarter of the socket buffer the kernel granted); 0 sends no flow reports.
+    /// half the socket buffer size the kernel reports); 0 sends no flow reports.
     #[arg(long, value_name = "BYTES", conflicts_with_all = ["raw"])]
     flow_window: Option<u32>,
     /// Print one JSON object on the last line of stdout instead of a status line.

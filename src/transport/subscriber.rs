@@ -261,11 +261,12 @@ impl Subscriber {
             cfg.status_to = vec![opts.channel.endpoint];
             (data, control, Vec::new())
         };
-        // Flow reports promise publishers no more than the data socket can queue: a quarter
-        // of what the kernel reports (twice the granted size), since it also charges each
-        // datagram's overhead to the buffer.
+        // Flow reports promise publishers no more than the data socket can queue: half of
+        // what the kernel reports (twice the size set; it charges each datagram's overhead
+        // to it). Windows count that overhead as `DATAGRAM_COST`; the half is the margin
+        // for what that estimate misses (allocator rounding, another kernel).
         if let Ok(n) = socket2::SockRef::from(&data.socket).recv_buffer_size() {
-            let cap = u32::try_from(n / 4).unwrap_or(u32::MAX);
+            let cap = u32::try_from(n / 2).unwrap_or(u32::MAX);
             cfg.flow_window = cfg.flow_window.min(cap);
         }
         let warnings = setup_warnings([data.warnings, control_warnings]);

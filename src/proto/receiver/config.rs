@@ -80,7 +80,7 @@ pub struct ReceiverConfig {
     /// that says the publisher is held back, and in reply to any heartbeat once the last
     /// report is `flow_keepalive` old). Publishers hold new data back by it
     /// (`PublisherConfig::flow_control`). Size it below what the socket buffer holds;
-    /// the transport lowers it to a quarter of the receive buffer the kernel granted.
+    /// the transport lowers it to half the receive buffer size the kernel reports.
     /// Default 1 MiB; 0 sends no flow reports.
     pub flow_window: u32,
     /// A heartbeat is answered with a flow report (even when the publisher is not held
