@@ -116,6 +116,16 @@ fn drain(p: &mut Publisher, limit: Duration) {
     }
 }
 
+/// A `Min` publisher (with `timeout`) and a small-buffer subscriber on group octet `octet`
+/// that joined it and reported.
+fn joined_min_pair(octet: u8, timeout: Duration) -> (Subscriber, Publisher) {
+    let ch = support::loopback_channel(octet);
+    let mut sub = small_buffer_subscriber(&ch);
+    let mut p = publisher(&ch, FlowControl::Min, timeout);
+    joined(&mut p, &mut sub);
+    (sub, p)
+}
+
 /// Wait until `sub` has joined `p`'s session and reported (so flow control counts it).
 fn joined(p: &mut Publisher, sub: &mut Subscriber) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -166,10 +176,7 @@ fn without_flow_control_the_same_subscriber_is_overrun() {
 
 #[test]
 fn a_vanished_subscriber_holds_the_publisher_only_until_flow_timeout() {
-    let ch = support::loopback_channel(142);
-    let mut sub = small_buffer_subscriber(&ch);
-    let mut p = publisher(&ch, FlowControl::Min, Duration::from_millis(300));
-    joined(&mut p, &mut sub);
+    let (sub, mut p) = joined_min_pair(142, Duration::from_millis(300));
     // A crash: the process is gone without a word (no LEAVING report).
     std::mem::forget(sub);
     let never = AtomicBool::new(true);
@@ -188,11 +195,8 @@ fn a_vanished_subscriber_holds_the_publisher_only_until_flow_timeout() {
 
 #[test]
 fn a_subscriber_that_leaves_releases_the_publisher_at_once() {
-    let ch = support::loopback_channel(143);
-    let mut sub = small_buffer_subscriber(&ch);
     // A timeout far longer than the test: only the LEAVING report can release it.
-    let mut p = publisher(&ch, FlowControl::Min, Duration::from_secs(30));
-    joined(&mut p, &mut sub);
+    let (sub, mut p) = joined_min_pair(143, Duration::from_secs(30));
     drop(sub); // leaves: a last flow report with the LEAVING flag
     let never = AtomicBool::new(true);
     let start = Instant::now();

@@ -175,8 +175,9 @@ pub struct SubArgs {
     /// handed out as the same datagrams. Default: on for the protocol, off with --raw.
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     gro: Option<bool>,
-    /// Flow-control window reported to publishers, in bytes (default 1 MiB, lowered to a
-    /// half the socket buffer size the kernel reports); 0 sends no flow reports.
+    /// Flow-control window reported to publishers, in bytes, each datagram counting its
+    /// length plus 768 (default 1 MiB, lowered to half the socket buffer size the kernel
+    /// reports); 0 sends no flow reports.
     #[arg(long, value_name = "BYTES", conflicts_with_all = ["raw"])]
     flow_window: Option<u32>,
     /// Print one JSON object on the last line of stdout instead of a status line.

@@ -508,13 +508,7 @@ impl Publisher {
     fn send_lone_from_ring(&mut self, now: Instant) -> Option<usize> {
         self.core.seal_lingered(now);
         let frame = self.core.unsent_data().next()?;
-        let r = loop {
-            match self.data.send(frame) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => break r,
-            }
-        };
-        let sent = match r {
+        let sent = match send_retrying(&self.data, frame, None) {
             Ok(_) => 1,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
             // Refused (e.g. EPERM from a firewall): dropped and counted; receivers will
@@ -542,18 +536,11 @@ impl Publisher {
 
     /// Send the frame in `frame` at once; when the kernel pushes back, queue it instead.
     fn send_now(&mut self, len: usize, dest: Destination) -> usize {
-        let frame = &self.frame[..len];
-        let r = loop {
-            let r = match dest {
-                Destination::Group => self.data.send(frame),
-                Destination::Unicast(a) => self.data.send_to(frame, a),
-            };
-            match r {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => break r,
-            }
+        let to = match dest {
+            Destination::Group => None,
+            Destination::Unicast(a) => Some(a),
         };
-        match r {
+        match send_retrying(&self.data, &self.frame[..len], to) {
             Ok(_) => 1,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 self.queue_multicast(len, dest);
@@ -746,6 +733,25 @@ const FULL_FRAMES_PER_SEND: usize = 32;
 
 /// Send what the batch holds; a datagram the kernel refuses (e.g. EPERM from a firewall)
 /// is dropped and counted, and receivers will NAK it.
+/// One `send` of `frame` (to the connected group, or `send_to` `to`), retried while a
+/// signal interrupts it.
+fn send_retrying(
+    socket: &UdpSocket,
+    frame: &[u8],
+    to: Option<SocketAddr>,
+) -> std::io::Result<usize> {
+    loop {
+        let r = match to {
+            None => socket.send(frame),
+            Some(a) => socket.send_to(frame, a),
+        };
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
 fn send_batch(batch: &mut SendBatch, socket: &UdpSocket, errors: &mut u64) -> usize {
     match batch.send(socket) {
         Ok(n) => n,

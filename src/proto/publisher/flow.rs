@@ -1,9 +1,11 @@
 //! Receiver-driven flow control: the publisher sends new data no further ahead than the
 //! windows its receivers report (STATUS frames with [`wire::STATUS_FLOW`]).
 //!
-//! Positions here are byte positions in the session's stream of DATA frames (the sum of
-//! the lengths of all frames before), which the retransmit ring records per frame. A
-//! receiver reports the sequence number it will deliver next and a window in bytes; the
+//! Positions here are offsets in the session's stream of DATA frames (the sum, over all
+//! frames before, of each frame's length plus
+//! [`DATAGRAM_COST`](crate::proto::ring::DATAGRAM_COST)), which the retransmit ring records
+//! per frame. A receiver reports the sequence number it will deliver next and a window in
+//! the same units; the
 //! publisher turns that into a limit: the position of the frame holding that sequence
 //! number plus the window. A new frame goes out only if it ends at or below the limit of
 //! the fastest ([`FlowControl::Max`]) or the slowest ([`FlowControl::Min`]) receiver
