@@ -45,8 +45,14 @@ PROBES = [
         '            match self.recv.recv(&self.data) {\n                Ok(n) => {\n                    work += n;',
         '            match self.recv.recv(&self.data) {\n                Ok(n) => {\n                    crate::transport::PROF_RX.store(crate::transport::prof_now(), std::sync::atomic::Ordering::Relaxed);\n                    work += n;',
     ),
-    # Right before a reply's `send`: on the lone-frame path from the ring (newer trees) and
-    # on the frame-buffer path (older trees, and the fallback). Each applies where found.
+    # Right before a reply's `send`: in the shared send helper (newest trees), or on the
+    # lone-frame path from the ring and on the frame-buffer path (older trees). Each
+    # applies where found.
+    (
+        'src/transport/publisher.rs',
+        ') -> std::io::Result<usize> {\n    loop {\n        let r = match to {',
+        ') -> std::io::Result<usize> {\n' + SEND_PROBE + '    loop {\n        let r = match to {',
+    ),
     (
         'src/transport/publisher.rs',
         '        let r = loop {\n            match self.data.send(frame) {',
