@@ -305,6 +305,9 @@ impl Sim {
                 if p.offered < p.workload.messages {
                     consider(p.next_offer);
                 } else if let Some(c) = p.closed_at {
+                    if self.now < c + p.workload.linger / 2 {
+                        consider(c + p.workload.linger / 2);
+                    }
                     consider(c + p.workload.linger);
                 }
             }
@@ -373,6 +376,14 @@ impl Sim {
                 p.core = None;
                 p.sessions.last_mut().expect("session").gone_at = Some(self.now);
                 continue;
+            }
+            // As the transport's `close(linger)` does: half-way through the linger, what
+            // flow control still holds goes out (receivers recover it or report it lost),
+            // so that no offered message is left unsent and unannounced.
+            if let (Some(c), Some(core)) = (p.closed_at, &mut p.core)
+                && self.now >= c + p.workload.linger / 2
+            {
+                core.release_flow();
             }
             loop {
                 let p = &mut self.publishers[i];
