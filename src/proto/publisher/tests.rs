@@ -726,6 +726,16 @@ mod auth {
         buf
     }
 
+    /// Sealed frames carry a trailer the ring does not store: the lone-message path
+    /// declines and `poll_transmit` seals them.
+    #[test]
+    fn the_lone_message_path_leaves_sealed_frames_to_poll_transmit() {
+        let now = t0();
+        let mut p = sealed_publisher(1500, now);
+        assert!(p.offer_lone(now, b"x").is_none());
+        assert_eq!(p.stats().messages, 0);
+    }
+
     #[test]
     fn every_frame_is_sealed_within_the_mtu() {
         let now = t0();
@@ -1469,4 +1479,87 @@ fn released_flow_sends_everything_held() {
         (40, true),
         "then CLOSE announces everything"
     );
+}
+
+/// The lone-message path stores exactly the frame `offer` and a seal store (same bytes,
+/// same sequence numbers, same counters), and hands it out as `unsent_data` would.
+#[test]
+fn offer_lone_stores_what_offer_and_a_seal_store() {
+    let now = t0();
+    let mut lone = Publisher::new(one_copy(), 42, now);
+    let mut general = Publisher::new(one_copy(), 42, now);
+    let room = lone.fragment_room();
+    for (i, len) in [0, 1, 32, 1000, room].into_iter().enumerate() {
+        let msg = vec![i as u8; len];
+        let (seq, frame) = lone.offer_lone(now, &msg).expect("nothing waits");
+        let frame = frame.to_vec();
+        assert_eq!(general.offer(now, &msg).unwrap(), seq);
+        general.flush();
+        let want: Vec<Vec<u8>> = general.unsent_data().map(<[u8]>::to_vec).collect();
+        assert_eq!(want, [frame]);
+        let got: Vec<Vec<u8>> = lone.unsent_data().map(<[u8]>::to_vec).collect();
+        assert_eq!(got, want);
+        lone.data_sent(now, 1);
+        general.data_sent(now, 1);
+        assert_eq!(lone.stats(), general.stats());
+        assert_eq!(lone.poll_timeout(), general.poll_timeout());
+    }
+    // A message that needs two fragments takes the general path.
+    assert!(lone.offer_lone(now, &vec![0; room + 1]).is_none());
+    assert_eq!(lone.stats(), general.stats());
+}
+
+/// Whenever batching, pacing, repairs, authentication or flow control have a say, the
+/// lone-message path declines and changes nothing.
+#[test]
+fn offer_lone_declines_when_the_general_path_is_needed() {
+    let now = t0();
+    let declines = |p: &mut Publisher| {
+        let (stats, next) = (*p.stats(), p.next_seq);
+        assert!(p.offer_lone(now, b"x").is_none());
+        assert_eq!((*p.stats(), p.next_seq), (stats, next));
+    };
+    // A frame open (offered, not sealed), then one sealed and unsent.
+    let mut p = Publisher::new(one_copy(), 1, now);
+    p.offer(now, b"a").unwrap();
+    declines(&mut p);
+    p.flush();
+    declines(&mut p);
+    // A linger, a send-rate limit, a closed session.
+    let linger = PublisherConfig {
+        linger: us(10),
+        ..one_copy()
+    };
+    declines(&mut Publisher::new(linger, 1, now));
+    let paced = PublisherConfig {
+        send_rate: Some(1_000_000),
+        ..one_copy()
+    };
+    declines(&mut Publisher::new(paced, 1, now));
+    let mut closed = Publisher::new(one_copy(), 1, now);
+    closed.close(now);
+    declines(&mut closed);
+    // A repair queued by a NAK.
+    let mut p = Publisher::new(one_copy(), 7, now);
+    let (_, _) = p.offer_lone(now, b"first").unwrap();
+    p.data_sent(now, 1);
+    p.handle_datagram(now, peer(), &nak(&p, &[SeqRange::new(0, 1)]));
+    declines(&mut p);
+    // Flow control: the start-up window runs out, then the frame waits for a report.
+    let flow = PublisherConfig {
+        flow_control: FlowControl::Max,
+        ..one_copy()
+    };
+    let mut p = Publisher::new(flow, 1, now);
+    let mut sent = 0;
+    while p.offer_lone(now, &[0; 1000]).is_some() {
+        p.data_sent(now, 1);
+        sent += 1;
+        assert!(sent < 1000, "the start-up window must end");
+    }
+    assert!(sent > 0);
+    assert!(p.ring.end_pos() <= p.cfg.initial_flow_window as u64);
+    p.offer(now, &[0; 1000]).unwrap();
+    p.flush();
+    assert_eq!(p.unsent_data().len(), 0, "held by flow control");
 }

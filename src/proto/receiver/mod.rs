@@ -41,7 +41,7 @@ use rand::rngs::SmallRng;
 use crate::proto::auth::{AUTH_TRAILER_LEN, Keyring, OpenError};
 use crate::proto::transmit::{Destination, Transmit};
 use crate::proto::wire::{self, DecodeError, Frame, FrameType, MAX_RANGES, SeqRange};
-use source::{Announce, Ctx, Phase, Source};
+use source::{Announce, Ctx, FlowNote, Phase, Source};
 
 /// Bytes of the largest NAK a receiver sends, authentication trailer included:
 /// `poll_transmit` needs a buffer this large.
@@ -380,6 +380,9 @@ pub struct Receiver {
     last_now: Option<Instant>,
     stats: ReceiverStats,
     repairs: RepairLatency,
+    /// Tests compare the in-order fast path with the general one.
+    #[cfg(test)]
+    general_path_only: bool,
 }
 
 impl Receiver {
@@ -409,6 +412,8 @@ impl Receiver {
             repairs: RepairLatency::default(),
             keyring: Keyring::new(&cfg.auth),
             cfg,
+            #[cfg(test)]
+            general_path_only: false,
         }
     }
 
@@ -576,6 +581,24 @@ impl Receiver {
                 return;
             }
         };
+        // The common case first: the next message in order from the source of the previous
+        // datagram, nothing missing (see `Source::deliver_next`).
+        #[cfg(test)]
+        let fast = !self.general_path_only;
+        #[cfg(not(test))]
+        let fast = true;
+        if fast
+            && let Frame::Data(d) = &frame
+            && self.cfg.stream.is_none_or(|s| s == d.header.stream)
+            && let Some(src) = self.sources.get_mut(self.last_source)
+            && src.id.addr == from
+            && src.id.stream == d.header.stream
+            && src.session == d.header.session
+            && src.deliver_next(d, now, &self.cfg, &mut self.stats, on_event)
+        {
+            self.note_flow(self.last_source, FlowNote::Data(bytes.len()), false, now);
+            return;
+        }
         let header = frame.header();
         if matches!(header.frame_type, FrameType::Nak | FrameType::Status) {
             // Receiver-to-publisher frames (another receiver's, or our own looped back).
@@ -708,23 +731,21 @@ impl Receiver {
                 unreachable!("receiver-to-publisher frames are ignored above")
             }
         }
-        // Flow reports: at join, as data is taken in (a quarter window at a time), at once
-        // to a held-back publisher's heartbeat (a lost report is replaced within one
-        // heartbeat interval), and to any heartbeat once the last report is
-        // `flow_keepalive` old (so the publisher keeps counting this receiver).
-        let window = self.cfg.flow_window as usize;
-        if window > 0 && !self.leaving {
-            let force = held || !was_live;
-            let keepalive = self.cfg.flow_keepalive;
-            self.flow_pending |= src.note_flow(
-                bytes.len(),
-                data,
-                heartbeat,
-                force,
-                window / 4,
-                now,
-                keepalive,
-            );
+        let note = match (data, heartbeat) {
+            (true, _) => FlowNote::Data(bytes.len()),
+            (_, true) => FlowNote::Heartbeat,
+            _ => FlowNote::Other,
+        };
+        self.note_flow(i, note, held || !was_live, now);
+    }
+
+    /// Flow reports: at join, as data is taken in (a quarter window at a time), at once to
+    /// a held-back publisher's heartbeat (a lost report is replaced within one heartbeat
+    /// interval), and to any heartbeat once the last report is `flow_keepalive` old (so
+    /// the publisher keeps counting this receiver). `force`: a report is due now.
+    fn note_flow(&mut self, source: usize, note: FlowNote, force: bool, now: Instant) {
+        if self.cfg.flow_window > 0 && !self.leaving {
+            self.flow_pending |= self.sources[source].note_flow(note, force, now, &self.cfg);
         }
     }
 

@@ -49,6 +49,18 @@ pub(super) struct Ctx<'a> {
     pub now: Instant,
 }
 
+/// What a received datagram counts for toward the next flow report
+/// ([`Source::note_flow`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowNote {
+    /// A DATA frame of this many bytes.
+    Data(usize),
+    /// A HEARTBEAT.
+    Heartbeat,
+    /// Any other frame.
+    Other,
+}
+
 /// Fragment reassembly into whole messages.
 #[derive(Debug, Default)]
 struct Assembler {
@@ -205,30 +217,33 @@ impl Source {
         }
     }
 
-    /// Count a datagram of `len` bytes (`data`: a DATA frame) toward the next flow
-    /// report; `force` makes one due regardless (a held-back publisher's heartbeat, a
-    /// join), and so does `heartbeat` once the last report is `keepalive` old at `now`.
-    /// Returns whether a report is due. Only a live source is reported to.
-    #[allow(clippy::too_many_arguments)]
+    /// Count a datagram toward the next flow report: a DATA frame's length (plus the
+    /// per-datagram cost the publisher counts) moves the position on; `force` makes a
+    /// report due regardless (a held-back publisher's heartbeat, a join), and so does a
+    /// heartbeat once the last report is `flow_keepalive` old at `now`, or data adding up to
+    /// a quarter of `flow_window` since the last report. Returns whether a report is due.
+    /// Only a live source is reported to.
     pub fn note_flow(
         &mut self,
-        len: usize,
-        data: bool,
-        heartbeat: bool,
+        note: FlowNote,
         force: bool,
-        threshold: usize,
         now: Instant,
-        keepalive: Duration,
+        cfg: &ReceiverConfig,
     ) -> bool {
         if self.phase != Phase::Live {
             return false;
         }
-        if data {
-            // Counted as the publisher counts frames (length plus a per-datagram cost).
-            self.flow_bytes += len + crate::proto::ring::DATAGRAM_COST as usize;
-        }
-        let stale = heartbeat && self.flow_sent_at.is_none_or(|t| now >= t + keepalive);
-        if force || stale || self.flow_bytes >= threshold {
+        let stale = match note {
+            FlowNote::Data(len) => {
+                self.flow_bytes += len + crate::proto::ring::DATAGRAM_COST as usize;
+                false
+            }
+            FlowNote::Heartbeat => self
+                .flow_sent_at
+                .is_none_or(|t| now >= t + cfg.flow_keepalive),
+            FlowNote::Other => false,
+        };
+        if force || stale || self.flow_bytes >= cfg.flow_window as usize / 4 {
             self.flow_due = true;
         }
         self.flow_due
@@ -379,6 +394,55 @@ impl Source {
             );
         }
         self.finish(ctx, now);
+    }
+
+    /// The in-order fast path of [`on_data`](Self::on_data): a frame holding one whole
+    /// message, the next in sequence, while nothing is missing, held or half-assembled, is
+    /// delivered at once, with exactly the state changes and counts `on_data` would make.
+    /// Returns false, having changed nothing, when any of that does not hold (then use
+    /// `on_data`). The reorder window is not looked at: what it holds lies between the
+    /// cursor and the highest sequence seen, and those are equal here.
+    pub fn deliver_next<F: FnMut(Event<'_>)>(
+        &mut self,
+        frame: &DataFrame<'_>,
+        now: Instant,
+        cfg: &ReceiverConfig,
+        stats: &mut ReceiverStats,
+        on_event: &mut F,
+    ) -> bool {
+        let seq = frame.first_seq;
+        if frame.count != 1
+            || self.phase != Phase::Live
+            || seq != self.cursor
+            || seq != self.highest
+            || self.final_seq.is_some()
+            || self.assembler.active
+            || !self.gaps.is_empty()
+        {
+            return false;
+        }
+        let Some(frag) = frame.fragments().next() else {
+            return false;
+        };
+        let whole = FRAG_BEGIN | FRAG_END;
+        if frag.flags & whole != whole || frag.payload.len() > cfg.max_message_size {
+            return false;
+        }
+        self.last_activity = now;
+        self.highest = seq + 1;
+        self.cursor = seq + 1;
+        self.assembler.seq = seq;
+        self.deadline = None;
+        stats.fragments += 1;
+        stats.messages += 1;
+        stats.message_bytes += frag.payload.len() as u64;
+        on_event(Event::Message {
+            source: self.id,
+            session: self.session,
+            seq,
+            payload: frag.payload,
+        });
+        true
     }
 
     #[allow(clippy::too_many_arguments)]
