@@ -2,13 +2,15 @@
 """Where a round trip's time goes: `nakcast ping`/`pong` against `--raw`, segment by segment.
 
 Usage: python3 benches/hop_breakdown.py [--rounds N] [--count N] [--rev REV ...] [--rate R]
+                                        [--variant NAME=FLAGS ...]
 
 The round trip of `nakcast ping` minus that of `ping --raw` is what the protocol costs, but
 on a shared VM the two move between runs by more than they differ. This measures the parts
 directly and repeatably. For each git revision given (default HEAD) it builds a copy of the
 tree (`git archive` into a temporary directory, its own target dir) with time-stamp-counter
 probes in `ping` and `pong` (both modes), then runs ping/pong pairs (pinned, interleaved:
-each revision with the protocol, then the first revision with `--raw`) and prints, per run,
+each revision with the protocol, then each `--variant` (the first revision with extra
+`ping`/`pong` flags, e.g. `gro-off="--gro off"`), then the first revision with `--raw`) and prints, per run,
 ping's p50 round trip and the MEDIAN cycles of each segment of a round trip (medians: a
 host pause inside one sample must not move the figure, as it moves a mean):
 
@@ -224,9 +226,9 @@ def parse(tag: str, text: str) -> dict:
     return dict(zip(["arrive", "recv", "send", "sys"], map(int, m.groups())))
 
 
-def run(binary: str, raw: bool, port: int, count: int, rate: float | None) -> dict:
+def run(binary: str, flags: list[str], port: int, count: int, rate: float | None) -> dict:
     common = ["--group", f"239.255.92.1:{port}", "--reply-group", f"239.255.93.1:{port + 1}",
-              "--interface", "127.0.0.1"] + (["--raw"] if raw else [])
+              "--interface", "127.0.0.1"] + flags
     pong = subprocess.Popen(["taskset", "-c", "0", binary, "pong", *common,
                              "--idle-timeout", "30"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -264,18 +266,23 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=100_000)
     ap.add_argument("--rev", nargs="+", default=["HEAD"])
     ap.add_argument("--rate", type=float, help="ping --rate (round trips/s): the cold path")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                    help="also run the first revision with these ping/pong flags")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="nakcast-hops-") as tmp:
         bins = {rev: build(rev, tmp) for rev in a.rev}
-        variants = [(rev, b, False) for rev, b in bins.items()]
-        variants.append(("raw", bins[a.rev[0]], True))
+        variants = [(rev, b, []) for rev, b in bins.items()]
+        for v in a.variant:
+            name, flags = v.split("=", 1)
+            variants.append((name, bins[a.rev[0]], flags.split()))
+        variants.append(("raw", bins[a.rev[0]], ["--raw"]))
         results: dict = {name: [] for name, _, _ in variants}
         port = 42100
         print("cycles (TSC); " + ", ".join(SEGMENTS))
         for r in range(a.rounds):
-            for name, b, raw in variants:
+            for name, b, flags in variants:
                 port += 2
-                res = run(b, raw, port, a.count, a.rate)
+                res = run(b, flags, port, a.count, a.rate)
                 results[name].append(res)
                 segs = " ".join(f"{res[s]:6d}" for s in SEGMENTS)
                 print(f"round {r + 1} {name:>10}: p50 {res['p50_us']:.2f} us | {segs} "
