@@ -5,13 +5,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use nakcast::proto::{Event, Publisher, PublisherConfig, Receiver, ReceiverConfig};
+use nakcast::proto::{Event, FlowControl, Publisher, PublisherConfig, Receiver, ReceiverConfig};
 
 /// `frames` in-order DATA frames of `per_frame` messages of `size` bytes from one session.
 fn encode(frames: usize, per_frame: usize, size: usize, now: Instant) -> Vec<Vec<u8>> {
     let mut p = Publisher::new(
         PublisherConfig {
             stream: 7,
+            // No receiver reports here: the start-up window would hold frames back.
+            flow_control: FlowControl::None,
             ..PublisherConfig::default()
         },
         42,
