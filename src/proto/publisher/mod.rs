@@ -696,8 +696,8 @@ impl Publisher {
     ///
     /// It applies when no frame is open or unsent, `linger` is zero, there is no send-rate
     /// limit, no repair, repair copy or UNAVAILABLE notice is pending, frames need no
-    /// trailer (authentication off), the message fits one fragment, and flow control lets
-    /// the frame go. Then `msg` is stored exactly as `offer` followed by a seal would store
+    /// trailer (authentication off), no destination or flow-control expiry is due, the
+    /// message fits one fragment, and flow control lets the frame go. Then `msg` is stored exactly as `offer` followed by a seal would store
     /// it, and its sequence number is returned with the frame as it goes on the wire (the
     /// one [`unsent_data`](Self::unsent_data) yields), to be sent and reported with
     /// [`data_sent`](Self::data_sent), or left for [`poll_transmit`](Self::poll_transmit).
@@ -720,6 +720,9 @@ impl Publisher {
             || self.repair_copy.is_some()
             || self.pending_unavailable.is_some()
             || self.keyring.trailer_len() != 0
+            // An expiry due would change the flow limit or the destinations first.
+            || self.next_expiry.is_some_and(|t| t <= now)
+            || self.flow.next_expiry().is_some_and(|t| t <= now)
             || len > self.cfg.max_unsent_bytes()
             || self.cfg.max_unsent_frames() < 2
             || self.next_seq - self.unsent_seq >= self.cfg.max_unsent_seqs()

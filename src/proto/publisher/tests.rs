@@ -1514,11 +1514,7 @@ fn offer_lone_stores_what_offer_and_a_seal_store() {
 #[test]
 fn offer_lone_declines_when_the_general_path_is_needed() {
     let now = t0();
-    let declines = |p: &mut Publisher| {
-        let (stats, next) = (*p.stats(), p.next_seq);
-        assert!(p.offer_lone(now, b"x").is_none());
-        assert_eq!((*p.stats(), p.next_seq), (stats, next));
-    };
+    let declines = |p: &mut Publisher| declines_at(p, now);
     // A frame open (offered, not sealed), then one sealed and unsent.
     let mut p = Publisher::new(one_copy(), 1, now);
     p.offer(now, b"a").unwrap();
@@ -1562,4 +1558,21 @@ fn offer_lone_declines_when_the_general_path_is_needed() {
     p.offer(now, &[0; 1000]).unwrap();
     p.flush();
     assert_eq!(p.unsent_data().len(), 0, "held by flow control");
+    // A reporting receiver whose report has timed out: its expiry comes first.
+    let flow = PublisherConfig {
+        flow_control: FlowControl::Max,
+        ..one_copy()
+    };
+    let mut p = Publisher::new(flow, 5, now);
+    p.handle_datagram(now, peer(), &flow_report(5, 0, 1 << 20, false));
+    assert!(p.offer_lone(now, b"x").is_some());
+    p.data_sent(now, 1);
+    let later = now + p.cfg.flow_timeout;
+    declines_at(&mut p, later);
+}
+
+fn declines_at(p: &mut Publisher, now: Instant) {
+    let (stats, next) = (*p.stats(), p.next_seq);
+    assert!(p.offer_lone(now, b"x").is_none());
+    assert_eq!((*p.stats(), p.next_seq), (stats, next));
 }
