@@ -199,7 +199,7 @@ impl Publisher {
                 match send_retrying(&self.data, frame, None) {
                     Ok(_) => {}
                     // The kernel pushes back: the frame waits in the core, unsent, and
-                    // the general path below queues it.
+                    // `transmit` retries it or queues it for the next poll.
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         self.transmit(self.now, true);
                         return Ok(seq);

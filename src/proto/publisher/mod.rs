@@ -697,15 +697,16 @@ impl Publisher {
     /// It applies when no frame is open or unsent, `linger` is zero, there is no send-rate
     /// limit, no repair, repair copy or UNAVAILABLE notice is pending, frames need no
     /// trailer (authentication off), no destination or flow-control expiry is due, the
-    /// message fits one fragment, and flow control lets the frame go. Then `msg` is stored exactly as `offer` followed by a seal would store
-    /// it, and its sequence number is returned with the frame as it goes on the wire (the
-    /// one [`unsent_data`](Self::unsent_data) yields), to be sent and reported with
+    /// message fits one fragment, and flow control lets the frame go. Then `msg` is stored
+    /// exactly as `offer` followed by a seal would store it, and its sequence number is
+    /// returned with the frame as it goes on the wire (the one
+    /// [`unsent_data`](Self::unsent_data) yields), to be sent and reported with
     /// [`data_sent`](Self::data_sent), or left for [`poll_transmit`](Self::poll_transmit).
     /// Otherwise nothing changes and `None` is returned: use [`offer`](Self::offer).
     ///
     /// For an I/O layer's lone-message path: it skips the open-frame, linger and
-    /// unsent-frame bookkeeping that batching needs (about half the instructions of
-    /// `offer` plus the seal, `benches/hop_breakdown.py`).
+    /// unsent-frame bookkeeping that batching needs (the transport's `offer` then runs
+    /// ~820 instructions in all instead of ~1 340, docs/PERFORMANCE.md §1).
     pub fn offer_lone(&mut self, now: Instant, msg: &[u8]) -> Option<(u64, &[u8])> {
         let len = DataFrameWriter::EMPTY_LEN + wire::FRAGMENT_HEADER_LEN + msg.len();
         if self.open.is_some()
