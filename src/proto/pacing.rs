@@ -51,6 +51,13 @@ impl TokenBucket {
         }
     }
 
+    /// Return `parts`/`of` of one token taken earlier (a datagram found cheaper than it was
+    /// charged for), up to the burst.
+    pub fn give_back(&mut self, parts: u32, of: u32) {
+        let refund = NANO * u128::from(parts) / u128::from(of.max(1));
+        self.tokens_nb = (self.tokens_nb + refund).min(self.burst_nb);
+    }
+
     /// Whole bytes available at `now` (after refill), without taking any.
     pub fn available(&self, now: Instant) -> u64 {
         self.available_up_to(now, u64::MAX)

@@ -903,6 +903,41 @@ fn control_datagrams_beyond_the_rate_are_shed_unread() {
     assert_eq!(p.stats().decode_errors, 1);
 }
 
+/// A flow report that refreshes a receiver already tracked costs a quarter of a datagram
+/// of the intake limit: a group's steady reports leave room for its NAKs.
+#[test]
+fn flow_reports_of_tracked_receivers_take_a_quarter_of_the_intake() {
+    let now = t0();
+    let cfg = PublisherConfig {
+        max_control_rate: 1000,
+        control_burst: 100,
+        flow_control: FlowControl::Max,
+        ..one_copy()
+    };
+    let mut p = Publisher::new(cfg, 3, now);
+    p.offer(now, b"x").unwrap();
+    drain(&mut p, now);
+    let report = flow_report(3, 0, 1 << 20, false);
+    // The first report adds the receiver (a whole token), 300 more refresh it.
+    for _ in 0..301 {
+        p.handle_datagram(now, peer(), &report);
+    }
+    let s = *p.stats();
+    assert_eq!((s.flow_added, s.flow_reports, s.control_shed), (1, 301, 0));
+    // 100 - 1 - 300/4 = 24 tokens left: a NAK still gets in.
+    assert_eq!(p.control_allowance(now, 64), 24);
+    p.handle_datagram(now, peer(), &nak(&p, &[SeqRange::new(0, 1)]));
+    assert_eq!(p.stats().naks_received, 1);
+    // Reports from addresses not tracked yet (each adds one, up to the table's size) pay in
+    // full, as does anything else.
+    for i in 0..23 {
+        p.handle_datagram(now, addr(i), &report);
+    }
+    assert_eq!(p.control_allowance(now, 64), 0);
+    p.handle_datagram(now, peer(), &report);
+    assert_eq!(p.stats().control_shed, 1);
+}
+
 /// Once the repair backlog is more than the retransmit cap sends within a repair linger,
 /// further NAKs are shed at the cost of their header: no walk of the ring (which
 /// `repairs_suppressed` would count) and nothing more queued, while the backlog drains at
