@@ -871,19 +871,27 @@ mod auth {
     }
 }
 
-/// Datagrams beyond `max_control_rate` (plus `control_burst`) are shed before they are
-/// decoded, and `control_allowance` tells the I/O layer how many it may read.
-#[test]
-fn control_datagrams_beyond_the_rate_are_shed_unread() {
-    let now = t0();
+/// A publisher (session 3) taking 1000 control datagrams/s with a burst of `burst`, which
+/// has sent message 0.
+fn intake_limited(burst: u64, flow_control: FlowControl, now: Instant) -> Publisher {
     let cfg = PublisherConfig {
         max_control_rate: 1000,
-        control_burst: 10,
+        control_burst: burst,
+        flow_control,
         ..one_copy()
     };
     let mut p = Publisher::new(cfg, 3, now);
     p.offer(now, b"x").unwrap();
     drain(&mut p, now);
+    p
+}
+
+/// Datagrams beyond `max_control_rate` (plus `control_burst`) are shed before they are
+/// decoded, and `control_allowance` tells the I/O layer how many it may read.
+#[test]
+fn control_datagrams_beyond_the_rate_are_shed_unread() {
+    let now = t0();
+    let mut p = intake_limited(10, FlowControl::None, now);
     let request = nak(&p, &[SeqRange::new(0, 1)]);
     assert_eq!(p.control_allowance(now, 64), 10);
     assert_eq!(p.control_allowance(now, 3), 3, "at most what is asked");
@@ -908,15 +916,7 @@ fn control_datagrams_beyond_the_rate_are_shed_unread() {
 #[test]
 fn flow_reports_of_tracked_receivers_take_a_quarter_of_the_intake() {
     let now = t0();
-    let cfg = PublisherConfig {
-        max_control_rate: 1000,
-        control_burst: 100,
-        flow_control: FlowControl::Max,
-        ..one_copy()
-    };
-    let mut p = Publisher::new(cfg, 3, now);
-    p.offer(now, b"x").unwrap();
-    drain(&mut p, now);
+    let mut p = intake_limited(100, FlowControl::Max, now);
     let report = flow_report(3, 0, 1 << 20, false);
     // The first report adds the receiver (a whole token), 300 more refresh it.
     for _ in 0..301 {
