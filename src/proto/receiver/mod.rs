@@ -287,6 +287,10 @@ pub struct ReceiverStats {
     pub duplicates: u64,
     /// Fragments that could not be held (beyond the reorder window or its byte budget).
     pub out_of_window: u64,
+    /// Fragments at or past the end a CLOSE announced (the publisher never sends them:
+    /// a forged or inconsistent CLOSE, or forged data), dropped: a closed session
+    /// delivers nothing after `Event::Closed`.
+    pub beyond_close: u64,
     /// Gaps detected.
     pub gaps: u64,
     /// NAK frames sent.

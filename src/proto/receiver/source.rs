@@ -460,6 +460,13 @@ impl Source {
             ctx.stats.duplicates += 1;
             return;
         }
+        if self.final_seq.is_some_and(|f| seq >= f) {
+            // Past the announced end: never sent by the publisher that closed, and after
+            // `Closed` nothing of the session may be delivered (the rest of a frame that
+            // straddles the end would otherwise follow it).
+            ctx.stats.beyond_close += 1;
+            return;
+        }
         let in_order = seq == self.cursor;
         if !in_order
             && (seq - self.cursor >= self.window.capacity()
@@ -510,6 +517,9 @@ impl Source {
     /// Deliver held fragments and report lost gaps in sequence order, as far as possible.
     fn advance<F: FnMut(Event<'_>)>(&mut self, ctx: &mut Ctx<'_>, on_event: &mut F) {
         loop {
+            if self.final_seq.is_some_and(|f| self.cursor >= f) {
+                break; // The session ends here: held fragments past it are not delivered.
+            }
             if self.window.contains(self.cursor) {
                 let (flags, payload, detected) = self.window.take(self.cursor);
                 if let Some(d) = detected {
@@ -550,6 +560,9 @@ impl Source {
         if self.phase == Phase::Live && self.final_seq.is_some_and(|f| self.cursor >= f) {
             self.phase = Phase::Closed;
             self.gaps.clear();
+            // Whatever is held lies past the end: never to be delivered.
+            self.window.clear();
+            self.assembler.reset(ctx.stats);
             self.deadline = None;
             ctx.stats.closes += 1;
             on_event(Event::Closed {

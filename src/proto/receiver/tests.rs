@@ -1517,3 +1517,61 @@ fn no_flow_reports_with_a_zero_window() {
     assert!(flow_reports(&mut h.receiver, h.now).is_empty());
     assert_eq!(h.receiver.stats().flow_reports, 0);
 }
+
+/// A DATA frame of whole messages `seqs.start..seqs.end` (session 5, stream 0).
+fn whole_messages(seqs: std::ops::Range<u64>) -> Vec<u8> {
+    let mut buf = vec![0u8; 512];
+    let mut w = DataFrameWriter::begin(&mut buf, 0, 5, seqs.start).unwrap();
+    for seq in seqs {
+        w.push(&mut buf, FRAG_BEGIN | FRAG_END, &[seq as u8; 4])
+            .unwrap();
+    }
+    let n = w.finish(&mut buf);
+    buf.truncate(n);
+    buf
+}
+
+fn close_at(next_seq: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; 64];
+    let n = emit_control(&mut buf, FrameType::Close, 0, 5, next_seq, 0).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// Nothing of a session is delivered after `Closed`, whatever the frames say: the rest
+/// of a frame that straddles the announced end, and fragments held past it, are dropped
+/// (found by the receiver fuzzer, seed 7: `tests/fuzz_regressions/`).
+#[test]
+fn nothing_is_delivered_past_the_end_a_close_announced() {
+    let mut h = Harness::new(ReceiverConfig::default());
+    h.deliver(&whole_messages(0..1));
+    h.deliver(&close_at(2));
+    h.deliver(&whole_messages(1..4)); // 2 and 3 lie past the end
+    assert_eq!(
+        h.take(),
+        [
+            Ev::Joined(0),
+            Ev::Msg(0, vec![0; 4]),
+            Ev::Msg(1, vec![1; 4]),
+            Ev::Closed
+        ]
+    );
+    assert_eq!(h.receiver.stats().beyond_close, 2);
+
+    // Held out of order past the end, then the gap before it filled: the same.
+    let mut h = Harness::new(ReceiverConfig::default());
+    h.deliver(&whole_messages(0..1));
+    h.deliver(&whole_messages(2..4)); // held: 1 is missing
+    h.deliver(&close_at(2));
+    h.deliver(&whole_messages(1..2));
+    assert_eq!(
+        h.take(),
+        [
+            Ev::Joined(0),
+            Ev::Msg(0, vec![0; 4]),
+            Ev::Msg(1, vec![1; 4]),
+            Ev::Closed
+        ]
+    );
+    assert_eq!(h.receiver.stats().closes, 1);
+}
