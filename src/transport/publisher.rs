@@ -75,6 +75,12 @@ impl PublisherOptions {
 /// [`poll`](Self::poll) regularly (a busy loop, or every few hundred microseconds) so NAKs
 /// are answered and heartbeats go out.
 ///
+/// End a session with [`close`](Self::close). Dropping a publisher without it is a crash
+/// as far as subscribers can tell: no CLOSE goes out, nothing more is repaired, and frames
+/// still unsent (queued, or held back by flow control) are never sent, so subscribers
+/// learn of the end only after `inactivity_timeout` and cannot report what they never
+/// heard of.
+///
 /// ```
 /// use nakcast::{Channel, Publisher, PublisherOptions};
 /// let channel: Channel = "udp://239.255.0.1:40456?interface=127.0.0.1&stream=7".parse()?;
