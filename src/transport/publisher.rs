@@ -202,25 +202,17 @@ impl Publisher {
             // The lone-message path: nothing else waits, so the message gets a frame of
             // its own, sealed at once and sent straight from the ring with one `send`.
             if let Some((seq, frame)) = self.core.offer_lone(self.now, msg) {
-                match send_retrying(&self.data, frame, None) {
-                    Ok(_) => {}
+                let Some(sent) = send_from_ring(&self.data, frame, &mut self.send_errors) else {
                     // The kernel pushes back: the frame waits in the core, unsent, and
                     // `transmit` retries it or queues it for the next poll.
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        self.transmit(self.now, true);
-                        return Ok(seq);
-                    }
-                    // Refused (e.g. EPERM from a firewall): dropped and counted; receivers
-                    // will NAK it.
-                    Err(_) => {
-                        self.send_errors += 1;
-                        self.core.data_sent(self.now, 1);
-                        return Ok(seq);
-                    }
-                }
+                    self.transmit(self.now, true);
+                    return Ok(seq);
+                };
                 self.core.data_sent(self.now, 1);
                 let now = self.clock();
-                self.core.sent_at(now);
+                if sent > 0 {
+                    self.core.sent_at(now);
+                }
                 // What the general path's pass after the send would find: a heartbeat or
                 // an expiry due (rarely, while messages flow), now that the datagram is out.
                 if self.core.poll_timeout() <= now {
@@ -545,16 +537,7 @@ impl Publisher {
     fn send_lone_from_ring(&mut self, now: Instant) -> Option<usize> {
         self.core.seal_lingered(now);
         let frame = self.core.unsent_data().next()?;
-        let sent = match send_retrying(&self.data, frame, None) {
-            Ok(_) => 1,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
-            // Refused (e.g. EPERM from a firewall): dropped and counted; receivers will
-            // NAK it.
-            Err(_) => {
-                self.send_errors += 1;
-                0
-            }
-        };
+        let sent = send_from_ring(&self.data, frame, &mut self.send_errors)?;
         self.core.data_sent(now, 1);
         Some(sent)
     }
@@ -785,6 +768,22 @@ fn send_retrying(
         match r {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             r => return r,
+        }
+    }
+}
+
+/// One `send` of a frame from the ring to the group: `Some(1)` if it went out, `Some(0)`
+/// if the kernel refused it (e.g. EPERM from a firewall: dropped and counted in
+/// `send_errors`; receivers will NAK it), `None` if the kernel pushes back (the frame
+/// stays unsent). Either way but the last, the caller reports it to the core with
+/// `data_sent`.
+fn send_from_ring(socket: &UdpSocket, frame: &[u8], send_errors: &mut u64) -> Option<usize> {
+    match send_retrying(socket, frame, None) {
+        Ok(_) => Some(1),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(_) => {
+            *send_errors += 1;
+            Some(0)
         }
     }
 }

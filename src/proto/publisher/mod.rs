@@ -645,10 +645,7 @@ impl Publisher {
             return Err(OfferError::SequenceSpaceExhausted);
         }
         let bytes = msg.len() + frames * (wire::FRAGMENT_HEADER_LEN + DataFrameWriter::EMPTY_LEN);
-        if self.unsent_bytes + bytes > self.cfg.max_unsent_bytes()
-            || self.unsent_frames + frames + 1 > self.cfg.max_unsent_frames()
-            || self.next_seq - self.unsent_seq + frames as u64 > self.cfg.max_unsent_seqs()
-        {
+        if self.over_unsent_limits(bytes, frames) {
             self.stats.back_pressure += 1;
             return Err(OfferError::BackPressure);
         }
@@ -723,16 +720,11 @@ impl Publisher {
             || len > self.frame_limit
             || msg.len() > self.cfg.max_message_size
             || self.next_seq == u64::MAX
-            || !self.repairs.is_empty()
-            || self.repair_copy.is_some()
-            || self.pending_unavailable.is_some()
-            || self.keyring.trailer_len() != 0
+            || !self.sendable_from_ring()
             // An expiry due would change the flow limit or the destinations first.
             || self.next_expiry.is_some_and(|t| t <= now)
             || self.flow.next_expiry().is_some_and(|t| t <= now)
-            || len > self.cfg.max_unsent_bytes()
-            || self.cfg.max_unsent_frames() < 2
-            || self.next_seq - self.unsent_seq >= self.cfg.max_unsent_seqs()
+            || self.over_unsent_limits(len, 1)
             || self
                 .flow_limit()
                 .is_some_and(|limit| self.ring.end_pos() + len as u64 + DATAGRAM_COST > limit)
@@ -757,6 +749,24 @@ impl Publisher {
         self.stats.messages += 1;
         self.stats.message_bytes += msg.len() as u64;
         Some((seq, self.ring.frame(self.ring.len() - 1)))
+    }
+
+    /// Whether offering `bytes` more in `frames` more frames would pass the unsent
+    /// allowance (`offer` then pushes back).
+    fn over_unsent_limits(&self, bytes: usize, frames: usize) -> bool {
+        self.unsent_bytes + bytes > self.cfg.max_unsent_bytes()
+            || self.unsent_frames + frames + 1 > self.cfg.max_unsent_frames()
+            || self.next_seq - self.unsent_seq + frames as u64 > self.cfg.max_unsent_seqs()
+    }
+
+    /// Whether new data may go straight from the ring as stored: nothing must go before
+    /// it (no UNAVAILABLE notice, repair or repair copy pending) and frames need no
+    /// trailer (authentication off).
+    fn sendable_from_ring(&self) -> bool {
+        self.repairs.is_empty()
+            && self.repair_copy.is_none()
+            && self.pending_unavailable.is_none()
+            && self.keyring.trailer_len() == 0
     }
 
     /// The open frame, opening one at the ring's head if none is.
@@ -1271,12 +1281,8 @@ impl Publisher {
     /// [`data_sent`](Self::data_sent). [`poll_transmit`](Self::poll_transmit) remains the
     /// general path.
     pub fn unsent_data(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        let ready = self.repairs.is_empty()
-            && self.repair_copy.is_none()
-            && self.pending_unavailable.is_none()
-            && self.keyring.trailer_len() == 0;
         let first = self.ring.len() - self.unsent_frames;
-        let n = match (ready, self.flow_limit()) {
+        let n = match (self.sendable_from_ring(), self.flow_limit()) {
             (false, _) => 0,
             (true, None) => self.unsent_frames,
             (true, Some(limit)) => self.ring.count_within(first, limit),

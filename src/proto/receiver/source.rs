@@ -128,16 +128,7 @@ impl Assembler {
             return;
         }
         if begin && end {
-            self.active = false;
-            self.frags = 0;
-            stats.messages += 1;
-            stats.message_bytes += payload.len() as u64;
-            on_event(Event::Message {
-                source: id,
-                session,
-                seq,
-                payload,
-            });
+            self.deliver_whole(id, session, seq, payload, stats, on_event);
             return;
         }
         self.buf.extend_from_slice(payload);
@@ -153,6 +144,29 @@ impl Assembler {
                 payload: &self.buf,
             });
         }
+    }
+
+    /// Deliver fragment `seq`, a whole message by itself (no message being assembled).
+    fn deliver_whole<F: FnMut(Event<'_>)>(
+        &mut self,
+        id: SourceId,
+        session: u64,
+        seq: u64,
+        payload: &[u8],
+        stats: &mut ReceiverStats,
+        on_event: &mut F,
+    ) {
+        self.seq = seq;
+        self.active = false;
+        self.frags = 0;
+        stats.messages += 1;
+        stats.message_bytes += payload.len() as u64;
+        on_event(Event::Message {
+            source: id,
+            session,
+            seq,
+            payload,
+        });
     }
 
     /// Abandon the message being assembled (a loss or a new message cut it short).
@@ -431,17 +445,10 @@ impl Source {
         self.last_activity = now;
         self.highest = seq + 1;
         self.cursor = seq + 1;
-        self.assembler.seq = seq;
         self.deadline = None;
         stats.fragments += 1;
-        stats.messages += 1;
-        stats.message_bytes += frag.payload.len() as u64;
-        on_event(Event::Message {
-            source: self.id,
-            session: self.session,
-            seq,
-            payload: frag.payload,
-        });
+        self.assembler
+            .deliver_whole(self.id, self.session, seq, frag.payload, stats, on_event);
         true
     }
 
