@@ -709,7 +709,7 @@ impl Publisher {
     ///
     /// For an I/O layer's lone-message path: it skips the open-frame, linger and
     /// unsent-frame bookkeeping that batching needs (the transport's `offer` then runs
-    /// ~820 instructions in all instead of ~1 340, docs/PERFORMANCE.md §1).
+    /// ~980 instructions in all instead of ~1 340, docs/PERFORMANCE.md §1).
     pub fn offer_lone(&mut self, now: Instant, msg: &[u8]) -> Option<(u64, &[u8])> {
         let len = DataFrameWriter::EMPTY_LEN + wire::FRAGMENT_HEADER_LEN + msg.len();
         if self.open.is_some()
