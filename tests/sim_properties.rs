@@ -276,6 +276,12 @@ fn checker_catches_every_kind_of_violation() {
             loss: 0.2,
             ..LinkConfig::default()
         },
+        // Half the NAKs lost: some data leaves the ring before its repair, so the log has
+        // a loss to tamper with.
+        return_link: LinkConfig {
+            loss: 0.5,
+            ..LinkConfig::default()
+        },
         receiver: patient_receiver(),
         ..SimConfig::default()
     };

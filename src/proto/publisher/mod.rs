@@ -737,6 +737,7 @@ impl Publisher {
         let mut writer = DataFrameWriter::begin(buf, self.cfg.stream, self.session, seq)
             .expect("mtu holds an empty frame");
         writer.set_session_offset(buf, seq - self.cfg.initial_seq);
+        writer.set_flags(buf, wire::group_flags(self.flow.len()));
         writer
             .push(buf, FRAG_BEGIN | FRAG_END, msg)
             .expect("checked: the message fits the frame");
@@ -778,6 +779,7 @@ impl Publisher {
         let writer = DataFrameWriter::begin(buf, self.cfg.stream, self.session, self.next_seq)
             .expect("mtu holds an empty frame");
         writer.set_session_offset(buf, self.next_seq - self.cfg.initial_seq);
+        writer.set_flags(buf, wire::group_flags(self.flow.len()));
         let open = OpenFrame {
             writer,
             first_seq: self.next_seq,
@@ -1333,11 +1335,14 @@ impl Publisher {
         )
         .ok()?;
         wire::set_session_offset(&mut buf[..len], sent_end - self.cfg.initial_seq);
-        if self.flow_blocked() {
-            // Held back: ask every reporting receiver for a report now (one may have been
-            // lost), rather than wait for their keep-alive reports.
-            wire::set_flags(&mut buf[..len], wire::FLAG_FLOW_HELD);
-        }
+        // Held back: ask every reporting receiver for a report now (one may have been
+        // lost), rather than wait for their keep-alive reports.
+        let held = if self.flow_blocked() {
+            wire::FLAG_FLOW_HELD
+        } else {
+            0
+        };
+        wire::set_flags(&mut buf[..len], held | wire::group_flags(self.flow.len()));
         let len = self.keyring.seal(buf, len).ok()?;
         let hb = &mut self.heartbeat;
         hb.interval = if hb.data_since {

@@ -47,8 +47,17 @@ pub struct ReceiverConfig {
     /// of many receivers missing the same data so that the first repair suppresses most.
     pub nak_backoff: Duration,
     /// Expected number of receivers: shapes the random backoff (truncated exponential,
-    /// RFC 5401 style) so that few fire early in a large group.
+    /// RFC 5401 style) so that few fire early in a large group; 1 means no backoff. Used
+    /// while the publisher advertises no group size (see `follow_group_size`).
     pub group_size_hint: u32,
+    /// Size the backoff by the group the publisher advertises instead of
+    /// `group_size_hint`, whenever it advertises one: its DATA and HEARTBEAT frames carry
+    /// how many receivers it hears flow reports from (rounded up to a power of two). A
+    /// receiver told it is alone has no NAK to suppress and NAKs a gap at once. Receivers
+    /// that send no flow reports (`flow_window` 0, or beyond the publisher's
+    /// `max_flow_receivers`) are not counted: in a group where many of them share losses,
+    /// turn this off and set `group_size_hint`. Default on.
+    pub follow_group_size: bool,
     /// Smallest interval between NAKs for the same gap.
     pub nak_retry_min: Duration,
     /// Largest interval between NAKs for the same gap.
@@ -110,6 +119,7 @@ impl Default for ReceiverConfig {
             initial_rtt: Duration::from_micros(100),
             nak_backoff: Duration::from_micros(50),
             group_size_hint: 8,
+            follow_group_size: true,
             nak_retry_min: Duration::from_micros(60),
             nak_retry_max: Duration::from_millis(50),
             max_nak_tries: 20,
@@ -132,8 +142,9 @@ impl ReceiverConfig {
     /// triggered by an earlier one, one round trip after it. The backoff window must then
     /// span many round trips for a large group: `8 x log10(receivers) x rtt` (16 RTT for
     /// 100 receivers), measured in the simulator to keep NAKs per shared loss at or under
-    /// 2 for 100 receivers (docs/PROTOCOL.md has the figures). A lone receiver NAKs within
-    /// half a round trip.
+    /// 2 for 100 receivers (docs/PROTOCOL.md has the figures). A lone receiver NAKs at
+    /// once (its retry interval still counts half a round trip of backoff). The group the
+    /// publisher advertises takes precedence over `receivers` (`follow_group_size`).
     pub fn for_group(receivers: u32, rtt: Duration) -> Self {
         let n = receivers.max(1);
         let factor = if n == 1 {

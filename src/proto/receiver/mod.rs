@@ -698,6 +698,15 @@ impl Receiver {
             _ => (false, false),
         };
         let held = heartbeat && header.flags & wire::FLAG_FLOW_HELD != 0;
+        let original = match &frame {
+            Frame::Data(d) => !d.is_retransmit(),
+            Frame::Heartbeat { .. } | Frame::Close { .. } => true,
+            _ => false,
+        };
+        if original {
+            // Repairs were framed earlier: only new frames tell the group as it is now.
+            src.group = wire::group_size(header.flags);
+        }
         match frame {
             Frame::Data(d) => src.on_data(&d, now, &mut ctx, on_event),
             Frame::Heartbeat {

@@ -198,6 +198,9 @@ pub(super) struct Source {
     gaps: GapList,
     assembler: Assembler,
     srtt: Duration,
+    /// The group size the publisher advertised in its latest original DATA, HEARTBEAT or
+    /// CLOSE frame (see [`wire::group_size`]), if any.
+    pub group: Option<u32>,
     /// Earliest NAK or give-up deadline of the gaps (not inactivity).
     pub deadline: Option<Instant>,
     /// Bytes of DATA received since the last flow report.
@@ -224,6 +227,7 @@ impl Source {
             gaps: GapList::default(),
             assembler: Assembler::default(),
             srtt: cfg.initial_rtt,
+            group: None,
             deadline: None,
             flow_bytes: 0,
             flow_due: false,
@@ -313,6 +317,7 @@ impl Source {
         self.final_seq = None;
         self.window.clear();
         self.gaps.clear();
+        self.group = None;
         self.deadline = None;
         self.flow_bytes = 0;
         self.flow_due = false;
@@ -333,12 +338,18 @@ impl Source {
 
     /// Random first-NAK delay: truncated exponential over `[0, nak_backoff]` (RFC 5401
     /// style), so that in a group of N receivers few fire before the first repair arrives.
-    fn backoff(ctx: &mut Ctx<'_>) -> Duration {
+    /// N is the group the publisher advertises (`group`, if followed) or
+    /// `group_size_hint`; a lone receiver has nothing to suppress and waits for nothing.
+    fn backoff(group: Option<u32>, ctx: &mut Ctx<'_>) -> Duration {
         let t = ctx.cfg.nak_backoff.as_secs_f64();
-        if t <= 0.0 {
+        let n = match group {
+            Some(n) if ctx.cfg.follow_group_size => n,
+            _ => ctx.cfg.group_size_hint,
+        };
+        if t <= 0.0 || n == 1 {
             return Duration::ZERO;
         }
-        let lambda = f64::from(ctx.cfg.group_size_hint).ln() + 1.0;
+        let lambda = f64::from(n).ln() + 1.0;
         let u: f64 = ctx.rng.random();
         let x = t / lambda * (u * (lambda.exp() - 1.0)).ln_1p();
         Duration::from_secs_f64(x.clamp(0.0, t))
@@ -355,7 +366,7 @@ impl Source {
     /// Extend the known range to `end` (exclusive), opening a gap for what is missing.
     fn extend_to(&mut self, end: u64, now: Instant, ctx: &mut Ctx<'_>) {
         if end > self.highest {
-            let at = now + Self::backoff(ctx);
+            let at = now + Self::backoff(self.group, ctx);
             self.gaps.push(SeqRange::new(self.highest, end), now, at);
             ctx.stats.gaps += 1;
             self.highest = end;
@@ -443,6 +454,9 @@ impl Source {
             return false;
         }
         self.last_activity = now;
+        if !frame.is_retransmit() {
+            self.group = wire::group_size(frame.header.flags);
+        }
         self.highest = seq + 1;
         self.cursor = seq + 1;
         self.deadline = None;

@@ -180,6 +180,41 @@ fn gap_is_naked_after_backoff_and_repair_is_delivered_in_order() {
 }
 
 #[test]
+fn a_receiver_the_publisher_says_is_alone_naks_a_gap_at_once() {
+    for follow in [true, false] {
+        let pcfg = PublisherConfig {
+            flow_control: crate::proto::FlowControl::Max,
+            ..one_copy()
+        };
+        let rcfg = ReceiverConfig {
+            follow_group_size: follow,
+            ..ReceiverConfig::default()
+        };
+        let mut h = Harness::with(pcfg, rcfg);
+        let f0 = h.publish(b"a");
+        h.deliver(&f0[0]);
+        // The flow report sent at the join reaches the publisher: it hears from one
+        // receiver, and its next frames say so.
+        assert_eq!(h.naks(), 0);
+        assert_eq!(h.publisher.flow_receivers(), 1);
+        h.publish(b"b");
+        let f2 = h.publish(b"c");
+        let flags = wire::Header::parse(&f2[0]).unwrap().flags;
+        assert_eq!(wire::group_size(flags), Some(1));
+        h.deliver(&f2[0]);
+        let deadline = h.receiver.poll_timeout().unwrap();
+        if follow {
+            assert_eq!(deadline, h.now, "nobody to wait for");
+            assert_eq!(h.naks(), 1);
+        } else {
+            // group_size_hint (8) as before: a random delay.
+            assert!(deadline > h.now, "{:?}", deadline - h.now);
+            assert_eq!(h.naks(), 0);
+        }
+    }
+}
+
+#[test]
 fn reordered_data_arriving_before_the_timer_costs_no_nak() {
     let mut h = Harness::new(ReceiverConfig::default());
     let f0 = h.publish(b"a");
@@ -731,7 +766,9 @@ fn fast_and_general_paths_agree(frames: &[(u8, u64, u64, u64, u8, usize)]) -> Re
     let (mut out_f, mut out_g) = (vec![0u8; 4096], vec![0u8; 4096]);
     let mut next = 0;
     for &(kind, session, a, b, flags, len) in frames {
-        // Mostly one session; kinds 5 and 6 continue an in-order stream.
+        // Mostly one session; kinds 5 and 6 continue an in-order stream (6 as repairs).
+        // The publisher advertises 0 to 3 receivers (the backoff depends on it).
+        let group = wire::group_flags((session >> 8) as usize % 4);
         let session = u64::from(session % 8 == 0);
         let a = if kind >= 5 {
             next += 1;
@@ -748,22 +785,23 @@ fn fast_and_general_paths_agree(frames: &[(u8, u64, u64, u64, u8, usize)]) -> Re
                 } else {
                     (1, FRAG_BEGIN | FRAG_END)
                 };
+                w.set_flags(&mut buf, group);
                 for k in 0..count {
                     w.push(&mut buf, (flags >> k) & 3, &vec![a as u8; len])
                         .unwrap();
                 }
-                w.finish(&mut buf)
+                let n = w.finish(&mut buf);
+                if kind == 6 {
+                    wire::set_retransmit(&mut buf[..n]);
+                }
+                n
             }
-            1 => emit_control(
-                &mut buf,
-                FrameType::Heartbeat,
-                0,
-                session,
-                a.max(b),
-                a.min(b),
-            )
-            .unwrap(),
-            2 => emit_control(&mut buf, FrameType::Close, 0, session, a.max(b), a.min(b)).unwrap(),
+            1 | 2 => {
+                let t = [FrameType::Heartbeat, FrameType::Close][usize::from(kind) - 1];
+                let n = emit_control(&mut buf, t, 0, session, a.max(b), a.min(b)).unwrap();
+                wire::set_flags(&mut buf[..n], group);
+                n
+            }
             _ => emit_ranges(
                 &mut buf,
                 FrameType::Unavailable,

@@ -472,6 +472,12 @@ impl DataFrameWriter {
         write_u32(buf, 12, u32::try_from(offset).unwrap_or(u32::MAX));
     }
 
+    /// Set header `flags` (e.g. the group-size class, [`group_flags`](super::group_flags))
+    /// on the frame; call before `finish`.
+    pub fn set_flags(&self, buf: &mut [u8], flags: u16) {
+        write_u16(buf, 6, read_u16(buf, 6) | flags);
+    }
+
     /// Bytes written so far.
     pub fn len(&self) -> usize {
         self.len

@@ -31,6 +31,35 @@ pub const FLAG_AUTH: u16 = 0x0002;
 /// reports answers with a flow report at once (otherwise receivers answer heartbeats only
 /// to keep their report alive, see `ReceiverConfig::flow_keepalive`).
 pub const FLAG_FLOW_HELD: u16 = 0x0004;
+/// DATA, HEARTBEAT and CLOSE: bits 12..=15 of the flags carry the group-size class, how
+/// many receivers the publisher hears from (its flow-control reports), so that receivers
+/// can size their random NAK delay to the group; see [`group_flags`] and [`group_size`].
+pub const FLAG_GROUP_MASK: u16 = 0xF000;
+/// Shift of the group-size class within the flags (see [`FLAG_GROUP_MASK`]).
+const GROUP_SHIFT: u32 = 12;
+
+/// The header flag bits that advertise a group of `receivers` (see [`FLAG_GROUP_MASK`]):
+/// class 0 for none known (flow control off, or no report yet), else
+/// `1 + ceil(log2(receivers))`, at most 15: class 1 is exactly one receiver, class 2 two,
+/// class 3 up to four, class k up to `2^(k-1)`.
+pub const fn group_flags(receivers: usize) -> u16 {
+    if receivers == 0 {
+        return 0;
+    }
+    let ceil_log2 = usize::BITS - (receivers - 1).leading_zeros();
+    let class = if ceil_log2 >= 14 { 15 } else { 1 + ceil_log2 };
+    (class as u16) << GROUP_SHIFT
+}
+
+/// The group size a frame's `flags` advertise (the largest its class stands for), or
+/// `None` when the publisher knows of no receiver (class 0).
+pub const fn group_size(flags: u16) -> Option<u32> {
+    match (flags & FLAG_GROUP_MASK) >> GROUP_SHIFT {
+        0 => None,
+        class => Some(1 << (class - 1)),
+    }
+}
+
 /// STATUS body flag (bit 0 of its `flags` u32): the receiver is going away; the publisher
 /// stops sending to it.
 pub const STATUS_LEAVING: u32 = 0x0000_0001;

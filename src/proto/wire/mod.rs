@@ -21,8 +21,9 @@ pub use frames::{
     set_retransmit, set_session_offset,
 };
 pub use header::{
-    FLAG_AUTH, FLAG_FLOW_HELD, FLAG_REPEAT, FLAG_RETRANSMIT, FRAG_BEGIN, FRAG_END, FrameType,
-    HEADER_LEN, Header, PROTOCOL_VERSION, STATUS_FLOW, STATUS_LEAVING,
+    FLAG_AUTH, FLAG_FLOW_HELD, FLAG_GROUP_MASK, FLAG_REPEAT, FLAG_RETRANSMIT, FRAG_BEGIN, FRAG_END,
+    FrameType, HEADER_LEN, Header, PROTOCOL_VERSION, STATUS_FLOW, STATUS_LEAVING, group_flags,
+    group_size,
 };
 
 use core::fmt;

@@ -411,3 +411,32 @@ fn append_data_fragments_packs_only_continuations_that_fit() {
         ]
     );
 }
+
+#[test]
+fn group_size_classes_round_up_to_a_power_of_two() {
+    for (receivers, class, size) in [
+        (0, 0, None),
+        (1, 1, Some(1)),
+        (2, 2, Some(2)),
+        (3, 3, Some(4)),
+        (4, 3, Some(4)),
+        (5, 4, Some(8)),
+        (64, 7, Some(64)),
+        (65, 8, Some(128)),
+        (1 << 14, 15, Some(1 << 14)),
+        (usize::MAX, 15, Some(1 << 14)),
+    ] {
+        let flags = group_flags(receivers);
+        assert_eq!(
+            (flags >> 12, flags & !FLAG_GROUP_MASK),
+            (class, 0),
+            "{receivers}"
+        );
+        // Other flag bits do not disturb the class.
+        assert_eq!(
+            group_size(flags | FLAG_RETRANSMIT | FLAG_AUTH),
+            size,
+            "{receivers}"
+        );
+    }
+}
