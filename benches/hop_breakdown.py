@@ -2,7 +2,7 @@
 """Where a round trip's time goes: `nakcast ping`/`pong` against `--raw`, segment by segment.
 
 Usage: python3 benches/hop_breakdown.py [--rounds N] [--count N] [--rev REV ...] [--rate R]
-                                        [--variant NAME=FLAGS ...]
+                                        [--variant NAME=FLAGS ...] [--quantile Q]
 
 The round trip of `nakcast ping` minus that of `ping --raw` is what the protocol costs, but
 on a shared VM the two move between runs by more than they differ. This measures the parts
@@ -174,18 +174,20 @@ pub mod tl {
         rec(1, t - rx);
         &buf[..p.len()]
     }
-    fn median(i: usize) -> u64 {
+    /// The quantile NAKCAST_TL_Q (default 0.5) of histogram `i`, in cycles.
+    fn quantile(i: usize) -> u64 {
+        let q: f64 = std::env::var("NAKCAST_TL_Q").ok().and_then(|v| v.parse().ok()).unwrap_or(0.5);
         let v: Vec<u64> = H[i].iter().map(|a| a.load(Relaxed)).collect();
         let total: u64 = v.iter().sum();
         let mut acc = 0;
         for (k, c) in v.iter().enumerate() {
             acc += c;
-            if total > 0 && acc * 2 >= total { return k as u64 * 10; }
+            if total > 0 && acc as f64 >= q * total as f64 { return k as u64 * 10; }
         }
         0
     }
     pub fn report() -> String {
-        format!("arrive {} recv {} send {} sys {}", median(0), median(1), median(2), median(3))
+        format!("arrive {} recv {} send {} sys {}", quantile(0), quantile(1), quantile(2), quantile(3))
     }
 }
 '''
@@ -226,17 +228,19 @@ def parse(tag: str, text: str) -> dict:
     return dict(zip(["arrive", "recv", "send", "sys"], map(int, m.groups())))
 
 
-def run(binary: str, flags: list[str], port: int, count: int, rate: float | None) -> dict:
+def run(binary: str, flags: list[str], port: int, count: int, rate: float | None,
+        env: dict) -> dict:
     common = ["--group", f"239.255.92.1:{port}", "--reply-group", f"239.255.93.1:{port + 1}",
               "--interface", "127.0.0.1"] + flags
     pong = subprocess.Popen(["taskset", "-c", "0", binary, "pong", *common,
                              "--idle-timeout", "30"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
     try:
         out = subprocess.run(["taskset", "-c", "1", binary, "ping", *common, "--count",
                               str(count), "--warmup", "5000", "--size", "32"]
                              + (["--rate", str(rate)] if rate else []),
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=300, env=env)
     finally:
         pong.send_signal(2)
         err = pong.communicate(timeout=30)[1]
@@ -252,6 +256,10 @@ def run(binary: str, flags: list[str], port: int, count: int, rate: float | None
         "pong sys": pong_["sys"],
         "ping pick": ping["arrive"] - pong_["send"] - pong_["sys"],
         "ping recv": ping["recv"],
+        # Undivided: the peer's send segments plus the pick-up (for quantiles other than
+        # the median, where a difference of quantiles means nothing).
+        "pong arrive": pong_["arrive"],
+        "ping arrive": ping["arrive"],
     }
 
 
@@ -268,7 +276,15 @@ def main() -> int:
     ap.add_argument("--rate", type=float, help="ping --rate (round trips/s): the cold path")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
                     help="also run the first revision with these ping/pong flags")
+    ap.add_argument("--quantile", type=float, default=0.5,
+                    help="report this quantile of each segment instead of the median (e.g. "
+                    "0.99 for the tail); the pick-ups are then shown undivided, as `arrive` "
+                    "(the peer's send and send(2) plus the pick-up)")
     a = ap.parse_args()
+    env = dict(os.environ, NAKCAST_TL_Q=str(a.quantile))
+    segments = SEGMENTS if a.quantile == 0.5 else [
+        "ping send", "ping sys", "pong arrive", "pong recv", "pong send", "pong sys",
+        "ping arrive", "ping recv"]
     with tempfile.TemporaryDirectory(prefix="nakcast-hops-") as tmp:
         bins = {rev: build(rev, tmp) for rev in a.rev}
         variants = [(rev, b, []) for rev, b in bins.items()]
@@ -278,25 +294,25 @@ def main() -> int:
         variants.append(("raw", bins[a.rev[0]], ["--raw"]))
         results: dict = {name: [] for name, _, _ in variants}
         port = 42100
-        print("cycles (TSC); " + ", ".join(SEGMENTS))
+        print(f"cycles (TSC), quantile {a.quantile} of each segment; " + ", ".join(segments))
         for r in range(a.rounds):
             for name, b, flags in variants:
                 port += 2
-                res = run(b, flags, port, a.count, a.rate)
+                res = run(b, flags, port, a.count, a.rate, env)
                 results[name].append(res)
-                segs = " ".join(f"{res[s]:6d}" for s in SEGMENTS)
+                segs = " ".join(f"{res[s]:6d}" for s in segments)
                 print(f"round {r + 1} {name:>10}: p50 {res['p50_us']:.2f} us | {segs} "
                       f"| protocol {protocol(res)}", flush=True)
         print(f"\nmedians over {a.rounds} rounds (cycles)")
-        print(f"{'':>10}  {'p50 us':>7} " + " ".join(f"{s:>9}" for s in SEGMENTS)
+        print(f"{'':>10}  {'p50 us':>7} " + " ".join(f"{s:>9}" for s in segments)
               + "  protocol")
         raw_proto = statistics.median(protocol(x) for x in results["raw"])
         for name, rows in results.items():
-            med = {s: statistics.median(x[s] for x in rows) for s in SEGMENTS}
+            med = {s: statistics.median(x[s] for x in rows) for s in segments}
             p = statistics.median(protocol(x) for x in rows)
             extra = "" if name == "raw" else f" (+{p - raw_proto:.0f} over raw)"
             print(f"{name:>10}  {statistics.median(x['p50_us'] for x in rows):7.2f} "
-                  + " ".join(f"{med[s]:9.0f}" for s in SEGMENTS) + f"  {p:.0f}{extra}")
+                  + " ".join(f"{med[s]:9.0f}" for s in segments) + f"  {p:.0f}{extra}")
     return 0
 
 
