@@ -37,7 +37,8 @@ use serde::{Deserialize, Serialize};
 pub enum FlowControl {
     /// Never wait for receivers: a receiver slower than the publisher loses what
     /// overflows its socket buffer and reports it as lost (if the ring no longer holds
-    /// it).
+    /// it). Reports are still tracked, to count the receivers: the group size the
+    /// publisher advertises for their NAK backoff.
     None,
     /// Go no further than the fastest reporting receiver can take (the default): a
     /// publisher never outruns every receiver (one subscriber on the same host, say),
@@ -67,8 +68,6 @@ pub(super) enum Reported {
     Added,
     /// A new receiver was refused: `max_flow_receivers` are tracked.
     Refused,
-    /// Flow control is off (`FlowControl::None`): reports are not tracked.
-    Ignored,
 }
 
 /// Before the first report of the session.
@@ -122,7 +121,9 @@ impl FlowTable {
             } else {
                 Startup::Over
             },
-            receivers: Vec::with_capacity(if on { max } else { 0 }),
+            // Tracked in every mode: the receivers heard from are the group size the
+            // publisher advertises, with flow control or without.
+            receivers: Vec::with_capacity(max),
             limit: on.then_some(initial),
             next_expiry: None,
         }
@@ -135,11 +136,6 @@ impl FlowTable {
             let end = now + self.start_wait;
             self.next_expiry = Some(self.next_expiry.map_or(end, |e| e.min(end)));
         }
-    }
-
-    /// Whether reports are used at all.
-    pub fn is_on(&self) -> bool {
-        self.mode != FlowControl::None
     }
 
     /// The byte position new frames must end at or below, if any.
@@ -160,9 +156,6 @@ impl FlowTable {
     /// A report from `from` allowing frames up to byte position `limit`. A receiver's limit
     /// never moves back (reports can arrive out of order).
     pub fn report(&mut self, now: Instant, from: SocketAddr, limit: u64) -> Reported {
-        if !self.is_on() {
-            return Reported::Ignored;
-        }
         let expires_at = now + self.timeout;
         let result = if let Some(r) = self.receivers.iter_mut().find(|r| r.addr == from) {
             r.limit = r.limit.max(limit);
@@ -270,7 +263,11 @@ mod tests {
             Duration::from_secs(1),
         );
         assert_eq!(off.limit(), None);
-        assert_eq!(off.report(t0, addr(1), 1000), Reported::Ignored);
+        // Off, reports still count the receivers, but never hold anything back.
+        assert_eq!(off.report(t0, addr(1), 1000), Reported::Added);
+        assert_eq!(off.report(t0, addr(1), 2000), Reported::Updated);
+        assert_eq!((off.limit(), off.len()), (None, 1));
+        assert_eq!(off.expire(t0 + Duration::from_secs(1)), 1);
         assert_eq!((off.limit(), off.len()), (None, 0));
     }
 

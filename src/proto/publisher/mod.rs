@@ -159,8 +159,9 @@ pub struct PublisherStats {
     pub destinations_left: u64,
     /// STATUS frames from new addresses refused because `max_destinations` were tracked.
     pub destinations_refused: u64,
-    /// Flow reports accepted (STATUS frames with a flow report for this session, with flow
-    /// control on; with `FlowControl::None` they are only counted in `status_received`).
+    /// Flow reports accepted (STATUS frames with a flow report for this session), in every
+    /// flow-control mode: with `FlowControl::None` they hold nothing back but still count
+    /// the receivers (the group size frames advertise).
     pub flow_reports: u64,
     /// Receivers that started reporting (added to the flow table).
     pub flow_added: u64,
@@ -500,9 +501,8 @@ impl Publisher {
         report: wire::FlowReport,
     ) {
         self.stats.status_received += 1;
-        if !self.flow.is_on() {
-            return; // Receivers report by default; this publisher does not listen.
-        }
+        // With flow control off (`FlowControl::None`) reports are still tracked: they
+        // count the receivers, the group size frames advertise. Nothing is held back.
         if session != self.session {
             self.stats.ignored_frames += 1;
             return;
@@ -531,7 +531,6 @@ impl Publisher {
             // crowd out its NAKs (a flood forging a tracked address is read at most four
             // times as fast as other floods).
             Reported::Updated => self.control_bucket.give_back(3, 4),
-            Reported::Ignored => {}
         }
     }
 

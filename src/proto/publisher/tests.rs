@@ -1614,32 +1614,42 @@ fn declines_at(p: &mut Publisher, now: Instant) {
 
 #[test]
 fn data_and_heartbeats_advertise_the_receivers_that_report() {
-    let mut at = t0();
-    let mut p = Publisher::new(PublisherConfig::default(), 5, at);
-    let group = |frame: &[u8]| wire::group_size(wire::Header::parse(frame).unwrap().flags);
-    let hb = p.config().heartbeat_min;
-    // Flow reports (receiver, leaving) arrive, then a DATA frame by the general path, one
-    // by the lone-message path and a heartbeat must all carry the receivers heard from.
-    for (reports, want) in [
-        (&[][..], None),
-        (&[(1, false)][..], Some(1)),
-        (&[(2, false), (3, false)][..], Some(4)),
-        (&[(3, true)][..], Some(2)),
-    ] {
-        for &(i, leaving) in reports {
-            let window = if leaving { 0 } else { 1 << 20 };
-            p.handle_datagram(at, addr(i), &flow_report(5, 0, window, leaving));
+    // In every flow-control mode: with `None` the reports hold nothing back but still
+    // count the receivers.
+    for mode in [FlowControl::Max, FlowControl::None] {
+        let mut at = t0();
+        let cfg = PublisherConfig {
+            flow_control: mode,
+            ..PublisherConfig::default()
+        };
+        let mut p = Publisher::new(cfg, 5, at);
+        let group = |frame: &[u8]| wire::group_size(wire::Header::parse(frame).unwrap().flags);
+        let hb = p.config().heartbeat_min;
+        // Flow reports (receiver, leaving) arrive, then a DATA frame by the general path,
+        // one by the lone-message path and a heartbeat must all carry the receivers heard
+        // from.
+        for (reports, want) in [
+            (&[][..], None),
+            (&[(1, false)][..], Some(1)),
+            (&[(2, false), (3, false)][..], Some(4)),
+            (&[(3, true)][..], Some(2)),
+        ] {
+            for &(i, leaving) in reports {
+                let window = if leaving { 0 } else { 1 << 20 };
+                p.handle_datagram(at, addr(i), &flow_report(5, 0, window, leaving));
+            }
+            p.offer(at, b"general").unwrap();
+            let data = drain(&mut p, at);
+            assert_eq!(data.len(), 1);
+            let (_, lone) = p.offer_lone(at, b"lone").unwrap();
+            let lone = lone.to_vec();
+            p.data_sent(at, 1);
+            at += hb * 4;
+            let beat = drain(&mut p, at);
+            let header = wire::Header::parse(&beat[0]).unwrap();
+            assert_eq!(header.frame_type, FrameType::Heartbeat);
+            let got = [group(&data[0]), group(&lone), group(&beat[0])];
+            assert_eq!(got, [want; 3], "{mode:?}");
         }
-        p.offer(at, b"general").unwrap();
-        let data = drain(&mut p, at);
-        assert_eq!(data.len(), 1);
-        let (_, lone) = p.offer_lone(at, b"lone").unwrap();
-        let lone = lone.to_vec();
-        p.data_sent(at, 1);
-        at += hb * 4;
-        let beat = drain(&mut p, at);
-        let header = wire::Header::parse(&beat[0]).unwrap();
-        assert_eq!(header.frame_type, FrameType::Heartbeat);
-        assert_eq!([group(&data[0]), group(&lone), group(&beat[0])], [want; 3]);
     }
 }

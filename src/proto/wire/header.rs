@@ -39,7 +39,7 @@ pub const FLAG_GROUP_MASK: u16 = 0xF000;
 const GROUP_SHIFT: u32 = 12;
 
 /// The header flag bits that advertise a group of `receivers` (see [`FLAG_GROUP_MASK`]):
-/// class 0 for none known (flow control off, or no report yet), else
+/// class 0 for none known (no flow report yet), else
 /// `1 + ceil(log2(receivers))`, at most 15: class 1 is exactly one receiver, class 2 two,
 /// class 3 up to four, class k up to `2^(k-1)`.
 pub const fn group_flags(receivers: usize) -> u16 {
