@@ -47,7 +47,7 @@ pub const fn group_flags(receivers: usize) -> u16 {
         return 0;
     }
     let ceil_log2 = usize::BITS - (receivers - 1).leading_zeros();
-    let class = if ceil_log2 >= 14 { 15 } else { 1 + ceil_log2 };
+    let class = if ceil_log2 > 14 { 15 } else { 1 + ceil_log2 };
     (class as u16) << GROUP_SHIFT
 }
 
