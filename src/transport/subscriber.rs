@@ -94,9 +94,16 @@ fn transmit(
     send: &mut SendBatch,
     control: &UdpSocket,
     now: Instant,
+    only_flow_reports: bool,
 ) -> usize {
     let mut sent = 0;
-    while let Some(t) = core.poll_transmit(now, frame) {
+    loop {
+        let next = if only_flow_reports {
+            core.poll_flow_report(now, frame)
+        } else {
+            core.poll_transmit(now, frame)
+        };
+        let Some(t) = next else { break };
         let dest = match t.destination {
             Destination::Unicast(a) => a,
             Destination::Group => continue,
@@ -356,13 +363,15 @@ impl Subscriber {
                         if self.core.flow_report_due() {
                             // At once, not after the batch: one receive can bring megabytes
                             // (32 coalesced buffers), and a publisher held back by flow
-                            // control waits for this report.
+                            // control waits for this report. Only the report: a NAK due
+                            // now waits for the rest of the batch, which may fill its gap.
                             work += transmit(
                                 &mut self.core,
                                 &mut self.frame,
                                 &mut self.send,
                                 &self.control,
                                 now,
+                                true,
                             );
                         }
                     }
@@ -409,6 +418,7 @@ impl Subscriber {
             &mut self.send,
             &self.control,
             now,
+            false,
         )
     }
 

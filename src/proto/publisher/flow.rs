@@ -96,6 +96,8 @@ pub(super) struct FlowTable {
     limit: Option<u64>,
     /// Earliest `expires_at`, if any receiver is tracked.
     next_expiry: Option<Instant>,
+    /// Until when a refused report (a full table) leaves the group size unknown.
+    refused_until: Option<Instant>,
 }
 
 impl FlowTable {
@@ -126,6 +128,7 @@ impl FlowTable {
             receivers: Vec::with_capacity(max),
             limit: on.then_some(initial),
             next_expiry: None,
+            refused_until: None,
         }
     }
 
@@ -148,6 +151,17 @@ impl FlowTable {
         self.receivers.len()
     }
 
+    /// How many receivers the publisher hears from at `now`, for the group size it
+    /// advertises: the receivers tracked, or `usize::MAX` (more than it can count) while a
+    /// report refused for a full table is less than `timeout` old.
+    pub fn group(&self, now: Instant) -> usize {
+        if self.refused_until.is_some_and(|t| t > now) {
+            usize::MAX
+        } else {
+            self.receivers.len()
+        }
+    }
+
     /// When the next tracked receiver expires, if any.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.next_expiry
@@ -167,6 +181,7 @@ impl FlowTable {
                 self.expire(now);
             }
             if self.receivers.len() >= self.max {
+                self.refused_until = Some(expires_at);
                 return Reported::Refused;
             }
             debug_assert!(self.receivers.len() < self.receivers.capacity());
@@ -308,8 +323,12 @@ mod tests {
         let mut t = FlowTable::new(FlowControl::Min, 2, ms(100), 64, ms(100));
         assert_eq!(t.report(t0, addr(1), 100), Reported::Added);
         assert_eq!(t.report(t0 + ms(50), addr(2), 200), Reported::Added);
+        assert_eq!(t.group(t0 + ms(50)), 2);
         assert_eq!(t.report(t0 + ms(60), addr(3), 300), Reported::Refused);
         assert_eq!((t.len(), t.limit()), (2, Some(100)));
+        // A receiver it could not count: the group is more than it knows, for a timeout.
+        assert_eq!(t.group(t0 + ms(159)), usize::MAX);
+        assert_eq!(t.group(t0 + ms(160)), 2);
         assert_eq!(t.next_expiry(), Some(t0 + ms(100)));
         assert_eq!(t.expire(t0 + ms(99)), 0);
         // The first receiver goes silent: it stops holding the publisher back.

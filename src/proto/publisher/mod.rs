@@ -736,7 +736,7 @@ impl Publisher {
         let mut writer = DataFrameWriter::begin(buf, self.cfg.stream, self.session, seq)
             .expect("mtu holds an empty frame");
         writer.set_session_offset(buf, seq - self.cfg.initial_seq);
-        writer.set_flags(buf, wire::group_flags(self.flow.len()));
+        writer.set_flags(buf, wire::group_flags(self.flow.group(now)));
         writer
             .push(buf, FRAG_BEGIN | FRAG_END, msg)
             .expect("checked: the message fits the frame");
@@ -778,7 +778,7 @@ impl Publisher {
         let writer = DataFrameWriter::begin(buf, self.cfg.stream, self.session, self.next_seq)
             .expect("mtu holds an empty frame");
         writer.set_session_offset(buf, self.next_seq - self.cfg.initial_seq);
-        writer.set_flags(buf, wire::group_flags(self.flow.len()));
+        writer.set_flags(buf, wire::group_flags(self.flow.group(now)));
         let open = OpenFrame {
             writer,
             first_seq: self.next_seq,
@@ -1341,7 +1341,10 @@ impl Publisher {
         } else {
             0
         };
-        wire::set_flags(&mut buf[..len], held | wire::group_flags(self.flow.len()));
+        wire::set_flags(
+            &mut buf[..len],
+            held | wire::group_flags(self.flow.group(now)),
+        );
         let len = self.keyring.seal(buf, len).ok()?;
         let hb = &mut self.heartbeat;
         hb.interval = if hb.data_since {

@@ -1651,5 +1651,40 @@ fn data_and_heartbeats_advertise_the_receivers_that_report() {
             let got = [group(&data[0]), group(&lone), group(&beat[0])];
             assert_eq!(got, [want; 3], "{mode:?}");
         }
+        // And the CLOSE.
+        p.close(at);
+        let close = drain(&mut p, at);
+        let header = wire::Header::parse(&close[0]).unwrap();
+        assert_eq!(header.frame_type, FrameType::Close);
+        assert_eq!(group(&close[0]), Some(2), "{mode:?}");
     }
+}
+
+#[test]
+fn a_full_flow_table_advertises_more_receivers_than_it_counts() {
+    let mut at = t0();
+    let cfg = PublisherConfig {
+        max_flow_receivers: 1,
+        ..PublisherConfig::default()
+    };
+    let mut p = Publisher::new(cfg, 5, at);
+    let timeout = p.config().flow_timeout;
+    let advertised = |p: &mut Publisher, at: Instant| {
+        let (_, frame) = p.offer_lone(at, b"m").unwrap();
+        let flags = wire::Header::parse(frame).unwrap().flags;
+        p.data_sent(at, 1);
+        wire::group_size(flags)
+    };
+    p.handle_datagram(at, addr(1), &flow_report(5, 0, 1 << 20, false));
+    assert_eq!(advertised(&mut p, at), Some(1));
+    // Two more receivers report; the table holds one: the group is "many" until the
+    // refused reports are a flow timeout old.
+    p.handle_datagram(at, addr(2), &flow_report(5, 0, 1 << 20, false));
+    p.handle_datagram(at, addr(3), &flow_report(5, 0, 1 << 20, false));
+    assert_eq!(p.stats().flow_refused, 2);
+    assert_eq!(advertised(&mut p, at), Some(1 << 14));
+    at += timeout;
+    p.handle_datagram(at, addr(1), &flow_report(5, 0, 1 << 20, false));
+    p.poll_transmit(at, &mut [0u8; 2048]);
+    assert_eq!(advertised(&mut p, at), Some(1));
 }

@@ -46,17 +46,24 @@ pub struct ReceiverConfig {
     /// Upper bound of the random delay before the first NAK of a gap. Spreads the NAKs
     /// of many receivers missing the same data so that the first repair suppresses most.
     pub nak_backoff: Duration,
+    /// Least delay before a gap's first NAK, whatever the backoff draws (default 0). For
+    /// paths that reorder datagrams: a gap that a late datagram fills within this delay
+    /// costs no NAK (a lone receiver otherwise NAKs at once, and a reordering then costs
+    /// a needless repair). Every first repair is delayed by it.
+    pub nak_delay_min: Duration,
     /// Expected number of receivers: shapes the random backoff (truncated exponential,
     /// RFC 5401 style) so that few fire early in a large group; 1 means no backoff. Used
     /// while the publisher advertises no group size (see `follow_group_size`).
     pub group_size_hint: u32,
     /// Size the backoff by the group the publisher advertises instead of
-    /// `group_size_hint`, whenever it advertises one: its DATA and HEARTBEAT frames carry
-    /// how many receivers it hears flow reports from (rounded up to a power of two). A
-    /// receiver told it is alone has no NAK to suppress and NAKs a gap at once. Receivers
-    /// that send no flow reports (`flow_window` 0, or beyond the publisher's
-    /// `max_flow_receivers`) are not counted: in a group where many of them share losses,
-    /// turn this off and set `group_size_hint`. Default on.
+    /// `group_size_hint`, whenever it advertises one: its new DATA, HEARTBEAT and CLOSE
+    /// frames carry how many receivers it hears flow reports from (rounded up to a power
+    /// of two; "more than it can count" once its `max_flow_receivers` table refused one).
+    /// A receiver told it is alone has no NAK to suppress and NAKs a gap at once (after
+    /// `nak_delay_min`). Receivers that send no flow reports (`flow_window` 0) are not
+    /// counted; such a receiver counts itself in, but in a group where many of them share
+    /// losses, turn this off and set `group_size_hint`. Default on; off in
+    /// [`for_group`](Self::for_group).
     pub follow_group_size: bool,
     /// Smallest interval between NAKs for the same gap.
     pub nak_retry_min: Duration,
@@ -118,6 +125,7 @@ impl Default for ReceiverConfig {
             max_message_size: 1 << 20,
             initial_rtt: Duration::from_micros(100),
             nak_backoff: Duration::from_micros(50),
+            nak_delay_min: Duration::ZERO,
             group_size_hint: 8,
             follow_group_size: true,
             nak_retry_min: Duration::from_micros(60),
@@ -143,8 +151,9 @@ impl ReceiverConfig {
     /// span many round trips for a large group: `8 x log10(receivers) x rtt` (16 RTT for
     /// 100 receivers), measured in the simulator to keep NAKs per shared loss at or under
     /// 2 for 100 receivers (docs/PROTOCOL.md has the figures). A lone receiver NAKs at
-    /// once (its retry interval still counts half a round trip of backoff). The group the
-    /// publisher advertises takes precedence over `receivers` (`follow_group_size`).
+    /// once (its retry interval still counts half a round trip of backoff). The caller
+    /// states the group, so `follow_group_size` is off: the publisher's count, bounded
+    /// by its `max_flow_receivers`, does not override `receivers`.
     pub fn for_group(receivers: u32, rtt: Duration) -> Self {
         let n = receivers.max(1);
         let factor = if n == 1 {
@@ -155,6 +164,7 @@ impl ReceiverConfig {
         Self {
             nak_backoff: rtt.mul_f64(factor),
             group_size_hint: n,
+            follow_group_size: false,
             initial_rtt: rtt,
             ..Self::default()
         }
@@ -172,6 +182,7 @@ impl ReceiverConfig {
         self.loss_deadline = self.loss_deadline.min(day);
         self.initial_rtt = self.initial_rtt.min(day);
         self.nak_backoff = self.nak_backoff.min(day);
+        self.nak_delay_min = self.nak_delay_min.min(day);
         self.nak_retry_min = self.nak_retry_min.min(day);
         self.nak_retry_max = self.nak_retry_max.min(day);
         self.status_interval = self

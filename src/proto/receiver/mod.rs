@@ -523,6 +523,19 @@ impl Receiver {
         self.flow_pending
     }
 
+    /// The next flow report due, if any, and nothing else: for I/O layers that send
+    /// reports in the middle of a batch of received datagrams (see
+    /// [`flow_report_due`](Self::flow_report_due)), where a NAK would be early (a later
+    /// datagram of the batch may fill its gap). [`poll_transmit`](Self::poll_transmit)
+    /// produces the reports too.
+    pub fn poll_flow_report(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.last_now = Some(now);
+        if !self.flow_pending {
+            return None;
+        }
+        self.transmit_flow(now, buf)
+    }
+
     /// The next flow report due, if any (round robin is not needed: each goes out at once).
     fn transmit_flow(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         let window = self.cfg.flow_window;

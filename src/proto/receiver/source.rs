@@ -338,21 +338,25 @@ impl Source {
 
     /// Random first-NAK delay: truncated exponential over `[0, nak_backoff]` (RFC 5401
     /// style), so that in a group of N receivers few fire before the first repair arrives.
-    /// N is the group the publisher advertises (`group`, if followed) or
-    /// `group_size_hint`; a lone receiver has nothing to suppress and waits for nothing.
+    /// N is the group the publisher advertises (`group`, if followed; one more if this
+    /// receiver sends no flow reports, so the publisher does not count it) or
+    /// `group_size_hint`; a lone receiver has nothing to suppress and waits for nothing
+    /// but `nak_delay_min`, which bounds the delay from below in every case.
     fn backoff(group: Option<u32>, ctx: &mut Ctx<'_>) -> Duration {
-        let t = ctx.cfg.nak_backoff.as_secs_f64();
+        let cfg = ctx.cfg;
+        let t = cfg.nak_backoff.as_secs_f64();
         let n = match group {
-            Some(n) if ctx.cfg.follow_group_size => n,
-            _ => ctx.cfg.group_size_hint,
+            Some(n) if cfg.follow_group_size && cfg.flow_window == 0 => n.saturating_add(1),
+            Some(n) if cfg.follow_group_size => n,
+            _ => cfg.group_size_hint,
         };
         if t <= 0.0 || n == 1 {
-            return Duration::ZERO;
+            return cfg.nak_delay_min;
         }
         let lambda = f64::from(n).ln() + 1.0;
         let u: f64 = ctx.rng.random();
         let x = t / lambda * (u * (lambda.exp() - 1.0)).ln_1p();
-        Duration::from_secs_f64(x.clamp(0.0, t))
+        Duration::from_secs_f64(x.clamp(0.0, t)).max(cfg.nak_delay_min)
     }
 
     /// Wait after the `tries`-th NAK of a gap before the next: two round trips plus the

@@ -10,7 +10,8 @@ fn one_copy() -> PublisherConfig {
     PublisherConfig {
         repair_copies: 1,
         // These tests deliver what they choose; the flow reports they make are checked by
-        // their own tests.
+        // their own tests. (The reports handed back by `Harness::naks` still make the
+        // publisher count the receiver: its later frames advertise a group of one.)
         flow_control: crate::proto::FlowControl::None,
         ..PublisherConfig::default()
     }
@@ -212,6 +213,143 @@ fn a_receiver_the_publisher_says_is_alone_naks_a_gap_at_once() {
             assert_eq!(h.naks(), 0);
         }
     }
+}
+
+/// A one-message DATA frame of session 1 at `seq` advertising `receivers` (0: none), a
+/// repair if `repair`.
+fn advertising(seq: u64, receivers: usize, repair: bool) -> Vec<u8> {
+    let mut buf = vec![0u8; 256];
+    let mut w = DataFrameWriter::begin(&mut buf, 0, 1, seq).unwrap();
+    w.set_flags(&mut buf, wire::group_flags(receivers));
+    w.push(&mut buf, FRAG_BEGIN | FRAG_END, &seq.to_le_bytes())
+        .unwrap();
+    let n = w.finish(&mut buf);
+    if repair {
+        wire::set_retransmit(&mut buf[..n]);
+    }
+    buf.truncate(n);
+    buf
+}
+
+/// A HEARTBEAT of session 1 announcing `next_seq`, advertising `receivers`.
+fn beat_advertising(next_seq: u64, receivers: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; 256];
+    let n = emit_control(&mut buf, FrameType::Heartbeat, 0, 1, next_seq, 0).unwrap();
+    wire::set_flags(&mut buf[..n], wire::group_flags(receivers));
+    buf.truncate(n);
+    buf
+}
+
+/// How long after `frames` (all received at one instant) the first NAK of the gap they
+/// reveal is due, with `cfg` (flow reports sent first: they are due at once).
+fn first_nak_delay(cfg: ReceiverConfig, frames: &[Vec<u8>]) -> Duration {
+    let mut r = Receiver::new(cfg, 7);
+    let now = Instant::now();
+    for f in frames {
+        r.handle_datagram(now, pub_addr(), f, &mut |_| {});
+    }
+    let mut buf = [0u8; 2048];
+    while let Some(t) = r.poll_flow_report(now, &mut buf) {
+        assert!(is_status(&buf[..t.len]), "only flow reports");
+    }
+    assert_eq!(r.stats().gaps, 1);
+    r.poll_timeout().unwrap() - now
+}
+
+#[test]
+fn the_backoff_follows_the_group_the_latest_new_frame_advertises() {
+    let adv = advertising;
+    let d = ReceiverConfig::default;
+    let at_once = Duration::ZERO;
+    for (case, cfg, frames, want) in [
+        // The in-order fast path takes frame 1: its class counts, not the repair's.
+        (
+            "fast path",
+            d(),
+            vec![adv(0, 4, false), adv(1, 1, false), adv(3, 4, true)],
+            Some(at_once),
+        ),
+        (
+            "repairs are ignored",
+            d(),
+            vec![adv(0, 1, false), adv(2, 4, true)],
+            Some(at_once),
+        ),
+        (
+            "heartbeat",
+            d(),
+            vec![adv(0, 4, false), beat_advertising(3, 1)],
+            Some(at_once),
+        ),
+        (
+            "nothing advertised",
+            d(),
+            vec![adv(0, 0, false), adv(2, 0, false)],
+            None,
+        ),
+        (
+            "not followed",
+            ReceiverConfig {
+                follow_group_size: false,
+                ..d()
+            },
+            vec![adv(0, 1, false), adv(2, 1, false)],
+            None,
+        ),
+        (
+            // Not counted by the publisher: one more than it says.
+            "no flow reports",
+            ReceiverConfig {
+                flow_window: 0,
+                ..d()
+            },
+            vec![adv(0, 1, false), adv(2, 1, false)],
+            None,
+        ),
+        (
+            "a floor",
+            ReceiverConfig {
+                nak_delay_min: Duration::from_micros(3),
+                ..d()
+            },
+            vec![adv(0, 1, false), adv(2, 1, false)],
+            Some(Duration::from_micros(3)),
+        ),
+    ] {
+        let backoff = cfg.nak_backoff;
+        let got = first_nak_delay(cfg, &frames);
+        match want {
+            Some(w) => assert_eq!(got, w, "{case}"),
+            // A random backoff: more than nothing, within the window.
+            None => assert!(got > at_once && got <= backoff, "{case}: {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_lone_receiver_with_a_floor_takes_a_reordered_datagram_without_a_nak() {
+    let cfg = ReceiverConfig {
+        nak_delay_min: Duration::from_micros(5),
+        ..ReceiverConfig::default()
+    };
+    let mut r = Receiver::new(cfg, 7);
+    let now = Instant::now();
+    let mut delivered = Vec::new();
+    let mut on = |e: Event<'_>| {
+        if let Event::Message { seq, .. } = e {
+            delivered.push(seq);
+        }
+    };
+    r.handle_datagram(now, pub_addr(), &advertising(0, 1, false), &mut on);
+    r.handle_datagram(now, pub_addr(), &advertising(2, 1, false), &mut on);
+    let mut buf = [0u8; 2048];
+    assert!(next_non_flow(&mut r, now, &mut buf).is_none(), "not yet");
+    let later = now + Duration::from_micros(4);
+    r.handle_datagram(later, pub_addr(), &advertising(1, 1, false), &mut on);
+    r.handle_timeout(now + ms(1), &mut on);
+    assert!(next_non_flow(&mut r, now + ms(1), &mut buf).is_none());
+    assert_eq!(delivered, [0, 1, 2]);
+    assert_eq!((r.stats().reordered, r.stats().naks_sent), (1, 0));
 }
 
 #[test]
